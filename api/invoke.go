@@ -1,0 +1,252 @@
+package api
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/sirupsen/logrus"
+
+	"github.com/kiln-run/kiln/errdefs"
+	"github.com/kiln-run/kiln/pool"
+	"github.com/kiln-run/kiln/protocol"
+	"github.com/kiln-run/kiln/store"
+)
+
+// HotInstance is a warm container that answers calls one at a time.
+type HotInstance interface {
+	pool.Instance
+	Call(ctx context.Context, req *protocol.Request, logs io.Writer) (*protocol.Response, error)
+}
+
+// Runtime starts containers for fns; cmd/kilnd wires the containerd one.
+type Runtime interface {
+	// StartHot starts a hot container for fn.
+	StartHot(ctx context.Context, app *store.App, fn *store.Fn) (HotInstance, error)
+	// RunCold runs one default-format call in a fresh container.
+	RunCold(ctx context.Context, app *store.App, fn *store.Fn, req *protocol.Request, logs io.Writer) (*protocol.Response, error)
+	// ImageID resolves a reference to the digest that identifies its
+	// content, so a re-tagged image gets fresh containers.
+	ImageID(ctx context.Context, ref string) (string, error)
+}
+
+func (s *Server) registerInvoke(mux *http.ServeMux) {
+	mux.HandleFunc("POST /invoke/{fn_id}", s.invokeByID)
+	mux.HandleFunc("/t/{app}/{source...}", s.invokeTrigger)
+	mux.HandleFunc("/t/{app}", s.invokeTrigger)
+}
+
+// SetDraining makes every new call answer 503 while in-flight calls
+// finish; kilnd sets it when asked to stop.
+func (s *Server) SetDraining() { s.draining.Store(true) }
+
+// fnChanged drains the containers of a fn that was updated or deleted.
+func (s *Server) fnChanged(fnID string) {
+	if s.cfg.Pool != nil {
+		s.cfg.Pool.Drain(fnID)
+	}
+}
+
+func (s *Server) invokeByID(w http.ResponseWriter, r *http.Request) {
+	ctx := r.Context()
+	fnID := r.PathValue("fn_id")
+	fn, err := s.store.GetFn(ctx, fnID)
+	if err != nil {
+		writeError(w, fnLookupError(fnID, err))
+		return
+	}
+	app, err := s.store.GetApp(ctx, fn.AppID)
+	if err != nil {
+		writeError(w, fmt.Errorf("app %q of fn %q: %w", fn.AppID, fnID, err))
+		return
+	}
+	s.invoke(w, r, app, fn)
+}
+
+func (s *Server) invokeTrigger(w http.ResponseWriter, r *http.Request) {
+	ctx := r.Context()
+	appName := r.PathValue("app")
+	source := "/" + r.PathValue("source")
+	app, err := s.store.GetAppByName(ctx, appName)
+	if err != nil {
+		if errors.Is(err, store.ErrNotFound) {
+			err = fmt.Errorf("app %q: %w", appName, store.ErrNotFound)
+		}
+		writeError(w, err)
+		return
+	}
+	trig, err := s.store.GetTriggerBySource(ctx, app.ID, source)
+	if err != nil {
+		if errors.Is(err, store.ErrNotFound) {
+			err = fmt.Errorf("no trigger %q in app %q: %w", source, appName, store.ErrNotFound)
+		}
+		writeError(w, err)
+		return
+	}
+	fn, err := s.store.GetFn(ctx, trig.FnID)
+	if err != nil {
+		writeError(w, fnLookupError(trig.FnID, err))
+		return
+	}
+	s.invoke(w, r, app, fn)
+}
+
+func fnLookupError(fnID string, err error) error {
+	if errors.Is(err, store.ErrNotFound) {
+		return fmt.Errorf("fn %q not found: %w", fnID, store.ErrNotFound)
+	}
+	return err
+}
+
+// invoke runs one synchronous call and writes the function's answer.
+func (s *Server) invoke(w http.ResponseWriter, r *http.Request, app *store.App, fn *store.Fn) {
+	callID := store.NewID()
+	w.Header().Set("Fn-Call-Id", callID)
+	log := s.log.WithFields(logrus.Fields{"app": app.Name, "fn": fn.Name, "call_id": callID})
+	if s.draining.Load() {
+		writeError(w, fmt.Errorf("kilnd is shutting down: %w", errdefs.ErrUnavailable))
+		return
+	}
+	body, err := readBody(w, r, s.cfg.MaxBody)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	timeout := time.Duration(fn.Timeout) * time.Second
+	if timeout <= 0 {
+		timeout = 30 * time.Second
+	}
+	deadline := time.Now().Add(timeout)
+	ctx, cancel := context.WithDeadline(r.Context(), deadline)
+	defer cancel()
+
+	header := r.Header.Clone()
+	protocol.StripHopByHop(header)
+	req := &protocol.Request{
+		CallID:   callID,
+		Deadline: deadline,
+		Method:   r.Method,
+		URL:      requestURL(r),
+		Header:   header,
+		Body:     body,
+	}
+	var resp *protocol.Response
+	if fn.Format == protocol.Default {
+		resp, err = s.cfg.Runtime.RunCold(ctx, app, fn, req, nil)
+	} else {
+		resp, err = s.callHot(ctx, app, fn, req)
+	}
+	if err != nil {
+		if r.Context().Err() != nil {
+			log.WithError(err).Info("client went away before the call finished")
+			return
+		}
+		log.WithError(err).Warn("call failed")
+		writeError(w, callError(fn, err))
+		return
+	}
+	writeResponse(w, resp)
+}
+
+// callHot runs a call on a warm container of fn, launching one if needed.
+func (s *Server) callHot(ctx context.Context, app *store.App, fn *store.Fn, req *protocol.Request) (*protocol.Response, error) {
+	imageID, err := s.cfg.Runtime.ImageID(ctx, fn.Image)
+	if err != nil {
+		return nil, err
+	}
+	lease, err := s.cfg.Pool.Acquire(ctx, pool.Spec[HotInstance]{
+		Key:         poolKey(app, fn, imageID),
+		Group:       fn.ID,
+		App:         app.Name,
+		Fn:          fn.Name,
+		MemoryMB:    fn.Memory,
+		IdleTimeout: time.Duration(fn.IdleTimeout) * time.Second,
+		Launch: func(ctx context.Context) (HotInstance, error) {
+			return s.cfg.Runtime.StartHot(ctx, app, fn)
+		},
+	})
+	if err != nil {
+		return nil, err
+	}
+	resp, err := lease.Instance().Call(ctx, req, nil)
+	if err != nil {
+		// Whatever failed, the container's stream may be out of step
+		// with kiln: it never serves again.
+		lease.Discard()
+		return nil, err
+	}
+	lease.Release()
+	return resp, nil
+}
+
+// poolKey covers everything that changes a container: any change to the
+// fn or its app bumps UpdatedAt, and the digest catches a re-tagged image.
+func poolKey(app *store.App, fn *store.Fn, imageID string) string {
+	return fn.ID + "|" + strconv.FormatInt(fn.UpdatedAt.UnixNano(), 36) + "|" +
+		strconv.FormatInt(app.UpdatedAt.UnixNano(), 36) + "|" + imageID
+}
+
+// callError gives a failed call the status the contract promises.
+func callError(fn *store.Fn, err error) error {
+	switch {
+	case errors.Is(err, errdefs.ErrTimeout):
+		return errorf(http.StatusGatewayTimeout, "fn %q timed out after %ds", fn.Name, fn.Timeout)
+	case errors.Is(err, protocol.ErrProtocol):
+		msg := err.Error()
+		if !strings.Contains(msg, protocol.ErrProtocol.Error()) {
+			msg = protocol.ErrProtocol.Error() + ": " + msg
+		}
+		return errorf(http.StatusBadGateway, "%s", msg)
+	case errors.Is(err, errdefs.ErrFunction):
+		return errorf(http.StatusBadGateway, "%v", err)
+	case errors.Is(err, errdefs.ErrNotFound):
+		return errorf(http.StatusInternalServerError, "fn %q cannot start: %v", fn.Name, err)
+	case errors.Is(err, pool.ErrNoCapacity), errors.Is(err, pool.ErrClosed), errors.Is(err, errdefs.ErrUnavailable):
+		return err
+	}
+	return err
+}
+
+func readBody(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, error) {
+	if r.ContentLength > limit {
+		return nil, fmt.Errorf("body of %d bytes is over the %d byte limit: %w", r.ContentLength, limit, errTooLarge)
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, limit))
+	if err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return nil, fmt.Errorf("body is over the %d byte limit: %w", limit, errTooLarge)
+		}
+		return nil, fmt.Errorf("read request body: %v: %w", err, ErrInvalid)
+	}
+	return body, nil
+}
+
+func requestURL(r *http.Request) string {
+	scheme := "http"
+	if r.TLS != nil {
+		scheme = "https"
+	}
+	return scheme + "://" + r.Host + r.RequestURI
+}
+
+func writeResponse(w http.ResponseWriter, resp *protocol.Response) {
+	h := w.Header()
+	for k, v := range resp.Header {
+		h[k] = v
+	}
+	protocol.StripHopByHop(h)
+	h.Del("Content-Length")
+	h.Set("Content-Length", strconv.Itoa(len(resp.Body)))
+	status := resp.Status
+	if status == 0 {
+		status = http.StatusOK
+	}
+	w.WriteHeader(status)
+	_, _ = w.Write(resp.Body)
+}

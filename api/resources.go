@@ -1,0 +1,628 @@
+package api
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"maps"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/kiln-run/kiln/store"
+)
+
+// maxResourceBody bounds app, fn and trigger bodies. They are small
+// records; the cap only stops a client from making kilnd buffer a large
+// upload before the JSON decoder rejects it.
+const maxResourceBody = 1 << 20
+
+// Defaults for fields a fn create leaves out, as Fn has them.
+const (
+	defaultFormat      = "default"
+	defaultMemory      = 128
+	defaultTimeout     = 30
+	defaultIdleTimeout = 30
+)
+
+func (s *Server) registerResources(mux *http.ServeMux) {
+	mux.HandleFunc("POST /v2/apps", s.createApp)
+	mux.HandleFunc("GET /v2/apps", s.listApps)
+	mux.HandleFunc("GET /v2/apps/{app_id}", s.getApp)
+	mux.HandleFunc("PUT /v2/apps/{app_id}", s.updateApp)
+	mux.HandleFunc("DELETE /v2/apps/{app_id}", s.deleteApp)
+
+	mux.HandleFunc("POST /v2/fns", s.createFn)
+	mux.HandleFunc("GET /v2/fns", s.listFns)
+	mux.HandleFunc("GET /v2/fns/{fn_id}", s.getFn)
+	mux.HandleFunc("PUT /v2/fns/{fn_id}", s.updateFn)
+	mux.HandleFunc("DELETE /v2/fns/{fn_id}", s.deleteFn)
+
+	mux.HandleFunc("POST /v2/triggers", s.createTrigger)
+	mux.HandleFunc("GET /v2/triggers", s.listTriggers)
+	mux.HandleFunc("GET /v2/triggers/{trigger_id}", s.getTrigger)
+	mux.HandleFunc("PUT /v2/triggers/{trigger_id}", s.updateTrigger)
+	mux.HandleFunc("DELETE /v2/triggers/{trigger_id}", s.deleteTrigger)
+
+	s.registerCalls(mux)
+}
+
+// fail answers with err's status. The store's ErrInvalid is the api's 400
+// too; it is only reached when the store catches what validation did not
+// (a bad cursor, a fn of another app).
+func fail(w http.ResponseWriter, err error) {
+	if errors.Is(err, store.ErrInvalid) && !errors.Is(err, ErrInvalid) {
+		err = errorf(http.StatusBadRequest, "%s", err)
+	}
+	writeError(w, err)
+}
+
+// listPage is the shape of every list answer.
+type listPage[T any] struct {
+	Items      []T    `json:"items"`
+	NextCursor string `json:"next_cursor"`
+}
+
+func writeList[T any](w http.ResponseWriter, items []T, next string) {
+	if items == nil {
+		items = []T{}
+	}
+	writeJSON(w, http.StatusOK, listPage[T]{Items: items, NextCursor: next})
+}
+
+// listOptions reads the paging and filter query parameters. per_page above
+// the maximum is clamped by the store rather than refused, as Fn does.
+func listOptions(r *http.Request) (store.ListOptions, error) {
+	q := r.URL.Query()
+	opts := store.ListOptions{
+		Name:   q.Get("name"),
+		AppID:  q.Get("app_id"),
+		FnID:   q.Get("fn_id"),
+		Cursor: q.Get("cursor"),
+	}
+	if v := q.Get("per_page"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 0 {
+			return opts, fmt.Errorf("%w per_page %q: must be a non-negative integer", ErrInvalid, v)
+		}
+		opts.PerPage = n
+	}
+	return opts, nil
+}
+
+// decodeBody reads a JSON object into v. Unknown fields are ignored, as Fn
+// ignores them, so newer clients keep working.
+func decodeBody(w http.ResponseWriter, r *http.Request, v any) error {
+	data, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxResourceBody))
+	if err != nil {
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			return errorf(http.StatusRequestEntityTooLarge, "request body over %d bytes", tooBig.Limit)
+		}
+		return errorf(http.StatusBadRequest, "read request body: %v", err)
+	}
+	if len(bytes.TrimSpace(data)) == 0 {
+		return fmt.Errorf("%w request: empty body, want a JSON object", ErrInvalid)
+	}
+	if err := json.Unmarshal(data, v); err != nil {
+		if errors.Is(err, ErrInvalid) {
+			return err // a field's own decoder already said what is wrong
+		}
+		var typeErr *json.UnmarshalTypeError
+		if errors.As(err, &typeErr) {
+			if typeErr.Field == "" {
+				return fmt.Errorf("%w request: body must be a JSON object", ErrInvalid)
+			}
+			return fmt.Errorf("%w request field %s: must not be a JSON %s", ErrInvalid, typeErr.Field, typeErr.Value)
+		}
+		return fmt.Errorf("%w request: malformed JSON: %v", ErrInvalid, err)
+	}
+	return nil
+}
+
+// checkImmutable refuses a body that tries to change a field the server
+// owns. Sending the current value back is fine: clients often PUT the
+// object they just read.
+func checkImmutable(kind, field, given, current string) error {
+	if given != "" && given != current {
+		return invalid(kind, field, "cannot be changed (is %q, got %q)", current, given)
+	}
+	return nil
+}
+
+func checkCreatedAt(kind string, given *time.Time, current time.Time) error {
+	if given != nil && !given.Equal(current) {
+		return invalid(kind, "created_at", "cannot be changed")
+	}
+	return nil
+}
+
+// mergeConfig applies a patch in Fn's way: given keys replace, a key with
+// an empty value is removed. The result is a new map, nil when empty, so
+// records do not carry "config": {}.
+func mergeConfig(cur, patch map[string]string) map[string]string {
+	out := maps.Clone(cur)
+	for k, v := range patch {
+		if v == "" {
+			delete(out, k)
+			continue
+		}
+		if out == nil {
+			out = map[string]string{}
+		}
+		out[k] = v
+	}
+	if len(out) == 0 {
+		return nil
+	}
+	return out
+}
+
+// mergeAnnotations is mergeConfig for annotations, where null or an empty
+// string removes a key.
+func mergeAnnotations(cur, patch map[string]any) map[string]any {
+	out := maps.Clone(cur)
+	for k, v := range patch {
+		if s, ok := v.(string); v == nil || (ok && s == "") {
+			delete(out, k)
+			continue
+		}
+		if out == nil {
+			out = map[string]any{}
+		}
+		out[k] = v
+	}
+	if len(out) == 0 {
+		return nil
+	}
+	return out
+}
+
+func deleted(w http.ResponseWriter, kind, id string) {
+	writeJSON(w, http.StatusOK, map[string]string{"message": fmt.Sprintf("%s %q deleted", kind, id)})
+}
+
+// ---- apps
+
+type appBody struct {
+	ID          string            `json:"id"`
+	Name        string            `json:"name"`
+	Config      map[string]string `json:"config"`
+	Annotations map[string]any    `json:"annotations"`
+	CreatedAt   *time.Time        `json:"created_at"`
+}
+
+func (s *Server) createApp(w http.ResponseWriter, r *http.Request) {
+	var body appBody
+	if err := decodeBody(w, r, &body); err != nil {
+		fail(w, err)
+		return
+	}
+	if body.ID != "" {
+		fail(w, invalid("app", "id", "is assigned by the server"))
+		return
+	}
+	app := &store.App{
+		Name:        body.Name,
+		Config:      mergeConfig(nil, body.Config),
+		Annotations: mergeAnnotations(nil, body.Annotations),
+	}
+	if err := validateApp(app); err != nil {
+		fail(w, err)
+		return
+	}
+	app, err := s.store.CreateApp(r.Context(), app)
+	if err != nil {
+		fail(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, app)
+}
+
+func (s *Server) listApps(w http.ResponseWriter, r *http.Request) {
+	opts, err := listOptions(r)
+	if err != nil {
+		fail(w, err)
+		return
+	}
+	apps, next, err := s.store.ListApps(r.Context(), opts)
+	if err != nil {
+		fail(w, err)
+		return
+	}
+	writeList(w, apps, next)
+}
+
+func (s *Server) getApp(w http.ResponseWriter, r *http.Request) {
+	app, err := s.store.GetApp(r.Context(), r.PathValue("app_id"))
+	if err != nil {
+		fail(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, app)
+}
+
+func (s *Server) updateApp(w http.ResponseWriter, r *http.Request) {
+	var body appBody
+	if err := decodeBody(w, r, &body); err != nil {
+		fail(w, err)
+		return
+	}
+	// An app's name and config reach its fns' containers as environment,
+	// so changing either retires those containers.
+	var envChanged bool
+	app, err := s.store.UpdateApp(r.Context(), r.PathValue("app_id"), func(a *store.App) error {
+		if err := checkImmutable("app", "id", body.ID, a.ID); err != nil {
+			return err
+		}
+		if err := checkCreatedAt("app", body.CreatedAt, a.CreatedAt); err != nil {
+			return err
+		}
+		oldName, oldConfig := a.Name, a.Config
+		if body.Name != "" {
+			a.Name = body.Name
+		}
+		a.Config = mergeConfig(a.Config, body.Config)
+		a.Annotations = mergeAnnotations(a.Annotations, body.Annotations)
+		envChanged = a.Name != oldName || !maps.Equal(a.Config, oldConfig)
+		return validateApp(a)
+	})
+	if err != nil {
+		fail(w, err)
+		return
+	}
+	if envChanged {
+		s.drainApp(r.Context(), app.ID)
+	}
+	writeJSON(w, http.StatusOK, app)
+}
+
+// drainApp retires the containers of every fn of an app. The app was
+// already saved, so a failure to list is only logged: the containers are
+// then replaced when they idle out.
+func (s *Server) drainApp(ctx context.Context, appID string) {
+	opts := store.ListOptions{AppID: appID, PerPage: store.MaxPerPage}
+	for {
+		fns, next, err := s.store.ListFns(ctx, opts)
+		if err != nil {
+			s.log.WithError(err).WithField("app", appID).Warn("cannot list fns to drain after app update")
+			return
+		}
+		for _, fn := range fns {
+			s.fnChanged(fn.ID)
+		}
+		if next == "" {
+			return
+		}
+		opts.Cursor = next
+	}
+}
+
+func (s *Server) deleteApp(w http.ResponseWriter, r *http.Request) {
+	id := r.PathValue("app_id")
+	fnIDs, err := s.store.DeleteApp(r.Context(), id)
+	if err != nil {
+		fail(w, err)
+		return
+	}
+	for _, fnID := range fnIDs {
+		s.fnChanged(fnID)
+	}
+	deleted(w, "app", id)
+}
+
+// ---- fns
+
+type fnBody struct {
+	ID          string            `json:"id"`
+	Name        string            `json:"name"`
+	AppID       string            `json:"app_id"`
+	Image       string            `json:"image"`
+	Format      string            `json:"format"`
+	Memory      *int64            `json:"memory"`
+	CPUs        *milliCPUs        `json:"cpus"`
+	Timeout     *int              `json:"timeout"`
+	IdleTimeout *int              `json:"idle_timeout"`
+	Config      map[string]string `json:"config"`
+	Annotations map[string]any    `json:"annotations"`
+	CreatedAt   *time.Time        `json:"created_at"`
+}
+
+// milliCPUs accepts kiln's integer milli-CPUs and also Fn's string forms,
+// "100m" (milli) and "0.5" (whole CPUs), so Fn clients keep working.
+type milliCPUs int64
+
+func (m *milliCPUs) UnmarshalJSON(data []byte) error {
+	var n int64
+	if err := json.Unmarshal(data, &n); err == nil {
+		*m = milliCPUs(n)
+		return nil
+	}
+	var s string
+	if err := json.Unmarshal(data, &s); err != nil {
+		return invalid("fn", "cpus", "must be an integer of milli-CPUs or a string like \"100m\" or \"0.5\"")
+	}
+	if s == "" {
+		*m = 0
+		return nil
+	}
+	if milli, ok := strings.CutSuffix(s, "m"); ok {
+		n, err := strconv.ParseInt(milli, 10, 64)
+		if err != nil {
+			return invalid("fn", "cpus", "%q is not a number of milli-CPUs", s)
+		}
+		*m = milliCPUs(n)
+		return nil
+	}
+	f, err := strconv.ParseFloat(s, 64)
+	if err != nil || f < 0 || f > maxCPUs {
+		return invalid("fn", "cpus", "%q is not a number of CPUs", s)
+	}
+	*m = milliCPUs(f * 1000)
+	return nil
+}
+
+// Zero memory and timeouts mean "not given", as in Fn: the default on
+// create, unchanged on update. cpus is a pointer for the opposite reason:
+// 0 is a real value (no limit) that an update must be able to set.
+func applyFnBody(f *store.Fn, b *fnBody) {
+	if b.Name != "" {
+		f.Name = b.Name
+	}
+	if b.Image != "" {
+		f.Image = b.Image
+	}
+	if b.Format != "" {
+		f.Format = b.Format
+	}
+	if b.Memory != nil && *b.Memory != 0 {
+		f.Memory = *b.Memory
+	}
+	if b.CPUs != nil {
+		f.CPUs = int64(*b.CPUs)
+	}
+	if b.Timeout != nil && *b.Timeout != 0 {
+		f.Timeout = *b.Timeout
+	}
+	if b.IdleTimeout != nil && *b.IdleTimeout != 0 {
+		f.IdleTimeout = *b.IdleTimeout
+	}
+	f.Config = mergeConfig(f.Config, b.Config)
+	f.Annotations = mergeAnnotations(f.Annotations, b.Annotations)
+}
+
+func (s *Server) createFn(w http.ResponseWriter, r *http.Request) {
+	var body fnBody
+	if err := decodeBody(w, r, &body); err != nil {
+		fail(w, err)
+		return
+	}
+	if body.ID != "" {
+		fail(w, invalid("fn", "id", "is assigned by the server"))
+		return
+	}
+	fn := &store.Fn{
+		AppID:       body.AppID,
+		Format:      defaultFormat,
+		Memory:      defaultMemory,
+		Timeout:     defaultTimeout,
+		IdleTimeout: defaultIdleTimeout,
+	}
+	applyFnBody(fn, &body)
+	if err := validateFn(fn); err != nil {
+		fail(w, err)
+		return
+	}
+	fn, err := s.store.CreateFn(r.Context(), fn)
+	if err != nil {
+		fail(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, fn)
+}
+
+func (s *Server) listFns(w http.ResponseWriter, r *http.Request) {
+	opts, err := listOptions(r)
+	if err != nil {
+		fail(w, err)
+		return
+	}
+	fns, next, err := s.store.ListFns(r.Context(), opts)
+	if err != nil {
+		fail(w, err)
+		return
+	}
+	writeList(w, fns, next)
+}
+
+func (s *Server) getFn(w http.ResponseWriter, r *http.Request) {
+	fn, err := s.store.GetFn(r.Context(), r.PathValue("fn_id"))
+	if err != nil {
+		fail(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, fn)
+}
+
+func (s *Server) updateFn(w http.ResponseWriter, r *http.Request) {
+	var body fnBody
+	if err := decodeBody(w, r, &body); err != nil {
+		fail(w, err)
+		return
+	}
+	var changed bool
+	fn, err := s.store.UpdateFn(r.Context(), r.PathValue("fn_id"), func(f *store.Fn) error {
+		if err := checkImmutable("fn", "id", body.ID, f.ID); err != nil {
+			return err
+		}
+		if err := checkImmutable("fn", "app_id", body.AppID, f.AppID); err != nil {
+			return err
+		}
+		if err := checkCreatedAt("fn", body.CreatedAt, f.CreatedAt); err != nil {
+			return err
+		}
+		old := *f
+		applyFnBody(f, &body)
+		changed = containerChanged(&old, f)
+		return validateFn(f)
+	})
+	if err != nil {
+		fail(w, err)
+		return
+	}
+	if changed {
+		s.fnChanged(fn.ID)
+	}
+	writeJSON(w, http.StatusOK, fn)
+}
+
+// containerChanged reports whether an update touches anything a running
+// container was started with. Annotations are kiln's bookkeeping only, so
+// editing them keeps the warm containers.
+func containerChanged(a, b *store.Fn) bool {
+	return a.Name != b.Name || a.Image != b.Image || a.Format != b.Format ||
+		a.Memory != b.Memory || a.CPUs != b.CPUs || a.Timeout != b.Timeout ||
+		a.IdleTimeout != b.IdleTimeout || !maps.Equal(a.Config, b.Config)
+}
+
+func (s *Server) deleteFn(w http.ResponseWriter, r *http.Request) {
+	id := r.PathValue("fn_id")
+	if err := s.store.DeleteFn(r.Context(), id); err != nil {
+		fail(w, err)
+		return
+	}
+	s.fnChanged(id)
+	deleted(w, "fn", id)
+}
+
+// ---- triggers
+
+type triggerBody struct {
+	ID          string         `json:"id"`
+	Name        string         `json:"name"`
+	AppID       string         `json:"app_id"`
+	FnID        string         `json:"fn_id"`
+	Type        string         `json:"type"`
+	Source      string         `json:"source"`
+	Annotations map[string]any `json:"annotations"`
+	CreatedAt   *time.Time     `json:"created_at"`
+}
+
+func (s *Server) createTrigger(w http.ResponseWriter, r *http.Request) {
+	var body triggerBody
+	if err := decodeBody(w, r, &body); err != nil {
+		fail(w, err)
+		return
+	}
+	if body.ID != "" {
+		fail(w, invalid("trigger", "id", "is assigned by the server"))
+		return
+	}
+	t := &store.Trigger{
+		Name:        body.Name,
+		AppID:       body.AppID,
+		FnID:        body.FnID,
+		Type:        body.Type,
+		Source:      body.Source,
+		Annotations: mergeAnnotations(nil, body.Annotations),
+	}
+	if t.Type == "" {
+		t.Type = store.TriggerHTTP
+	}
+	// The fn determines the app, so app_id may be left out; the store
+	// still checks that a given app_id matches.
+	if t.AppID == "" && t.FnID != "" {
+		fn, err := s.store.GetFn(r.Context(), t.FnID)
+		if err != nil {
+			fail(w, err)
+			return
+		}
+		t.AppID = fn.AppID
+	}
+	if err := validateTrigger(t); err != nil {
+		fail(w, err)
+		return
+	}
+	t, err := s.store.CreateTrigger(r.Context(), t)
+	if err != nil {
+		fail(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, t)
+}
+
+func (s *Server) listTriggers(w http.ResponseWriter, r *http.Request) {
+	opts, err := listOptions(r)
+	if err != nil {
+		fail(w, err)
+		return
+	}
+	ts, next, err := s.store.ListTriggers(r.Context(), opts)
+	if err != nil {
+		fail(w, err)
+		return
+	}
+	writeList(w, ts, next)
+}
+
+func (s *Server) getTrigger(w http.ResponseWriter, r *http.Request) {
+	t, err := s.store.GetTrigger(r.Context(), r.PathValue("trigger_id"))
+	if err != nil {
+		fail(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, t)
+}
+
+func (s *Server) updateTrigger(w http.ResponseWriter, r *http.Request) {
+	var body triggerBody
+	if err := decodeBody(w, r, &body); err != nil {
+		fail(w, err)
+		return
+	}
+	t, err := s.store.UpdateTrigger(r.Context(), r.PathValue("trigger_id"), func(t *store.Trigger) error {
+		if err := checkImmutable("trigger", "id", body.ID, t.ID); err != nil {
+			return err
+		}
+		if err := checkImmutable("trigger", "app_id", body.AppID, t.AppID); err != nil {
+			return err
+		}
+		// As in Fn, a trigger stays with its fn; point a new trigger
+		// at the other fn instead.
+		if err := checkImmutable("trigger", "fn_id", body.FnID, t.FnID); err != nil {
+			return err
+		}
+		if err := checkCreatedAt("trigger", body.CreatedAt, t.CreatedAt); err != nil {
+			return err
+		}
+		if body.Name != "" {
+			t.Name = body.Name
+		}
+		if body.Type != "" {
+			t.Type = body.Type
+		}
+		if body.Source != "" {
+			t.Source = body.Source
+		}
+		t.Annotations = mergeAnnotations(t.Annotations, body.Annotations)
+		return validateTrigger(t)
+	})
+	if err != nil {
+		fail(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, t)
+}
+
+func (s *Server) deleteTrigger(w http.ResponseWriter, r *http.Request) {
+	id := r.PathValue("trigger_id")
+	if err := s.store.DeleteTrigger(r.Context(), id); err != nil {
+		fail(w, err)
+		return
+	}
+	deleted(w, "trigger", id)
+}

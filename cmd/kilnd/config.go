@@ -1,0 +1,92 @@
+package main
+
+import (
+	"flag"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"time"
+)
+
+// Config is kilnd's configuration; every flag has an env var twin so the
+// daemon can be configured in a container without a command line.
+type Config struct {
+	Listen          string
+	Containerd      string
+	DataDir         string
+	Namespace       string
+	LogFormat       string
+	LogLevel        string
+	AdminToken      string
+	MaxMemoryMB     int64
+	MaxBody         int64
+	ShutdownTimeout time.Duration
+	GroupShims      bool
+}
+
+func defaultDataDir() string {
+	if os.Geteuid() == 0 {
+		return "/var/lib/kiln"
+	}
+	if home, err := os.UserHomeDir(); err == nil {
+		return filepath.Join(home, ".local", "share", "kiln")
+	}
+	return "kiln-data"
+}
+
+func parseFlags(args []string, getenv func(string) string) (Config, error) {
+	env := func(name, def string) string {
+		if v := getenv(name); v != "" {
+			return v
+		}
+		return def
+	}
+	envInt := func(name string, def int64) (int64, error) {
+		v := getenv(name)
+		if v == "" {
+			return def, nil
+		}
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil {
+			return 0, fmt.Errorf("%s=%q: not a number", name, v)
+		}
+		return n, nil
+	}
+	maxMem, err := envInt("KILN_MAX_MEMORY", 0)
+	if err != nil {
+		return Config{}, err
+	}
+	maxBody, err := envInt("KILN_MAX_BODY", 6<<20)
+	if err != nil {
+		return Config{}, err
+	}
+	var c Config
+	fs := flag.NewFlagSet("kilnd", flag.ContinueOnError)
+	fs.StringVar(&c.Listen, "listen", env("KILN_LISTEN", "127.0.0.1:8080"), "HTTP listen address (KILN_LISTEN)")
+	fs.StringVar(&c.Containerd, "containerd", env("KILN_CONTAINERD", ""), "containerd socket; when unset or not answering, kilnd runs its own (KILN_CONTAINERD)")
+	fs.StringVar(&c.DataDir, "data-dir", env("KILN_DATA_DIR", defaultDataDir()), "data directory (KILN_DATA_DIR)")
+	fs.StringVar(&c.Namespace, "namespace", env("KILN_NAMESPACE", "kiln"), "containerd namespace kiln owns (KILN_NAMESPACE)")
+	fs.StringVar(&c.LogFormat, "log-format", env("KILN_LOG_FORMAT", "text"), "log format: text or json (KILN_LOG_FORMAT)")
+	fs.StringVar(&c.LogLevel, "log-level", env("KILN_LOG_LEVEL", "info"), "log level (KILN_LOG_LEVEL)")
+	fs.StringVar(&c.AdminToken, "admin-token", env("KILN_ADMIN_TOKEN", ""), "when set, /v2/* needs Authorization: Bearer TOKEN (KILN_ADMIN_TOKEN)")
+	fs.Int64Var(&c.MaxMemoryMB, "max-memory", maxMem, "memory (MB) for containers; 0 means available memory less headroom (KILN_MAX_MEMORY)")
+	fs.Int64Var(&c.MaxBody, "max-body", maxBody, "largest request or response body in bytes (KILN_MAX_BODY)")
+	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", 5*time.Minute, "how long a stop waits for in-flight calls")
+	fs.BoolVar(&c.GroupShims, "group-shims", env("KILN_GROUP_SHIMS", "true") == "true", "containers of one fn share a shim process (KILN_GROUP_SHIMS)")
+	if err := fs.Parse(args); err != nil {
+		return Config{}, err
+	}
+	if fs.NArg() > 0 {
+		return Config{}, fmt.Errorf("unexpected arguments: %v", fs.Args())
+	}
+	switch c.LogFormat {
+	case "text", "json":
+	default:
+		return Config{}, fmt.Errorf("--log-format must be text or json, not %q", c.LogFormat)
+	}
+	if c.MaxMemoryMB < 0 || c.MaxBody <= 0 {
+		return Config{}, fmt.Errorf("--max-memory must be >= 0 and --max-body > 0")
+	}
+	return c, nil
+}

@@ -1,0 +1,260 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/containerd/containerd"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/sirupsen/logrus"
+
+	"github.com/kiln-run/kiln/api"
+	"github.com/kiln-run/kiln/executor"
+	"github.com/kiln-run/kiln/pool"
+	"github.com/kiln-run/kiln/protocol"
+	"github.com/kiln-run/kiln/store"
+)
+
+// Version is set at build time with -ldflags.
+var Version = "dev"
+
+// Main is kilnd wired together. Open starts it, Close stops it; tests use
+// it in-process the same way main does.
+type Main struct {
+	cfg Config
+	log *logrus.Entry
+
+	daemon   *executor.Daemon
+	client   *containerd.Client
+	runtime  *executor.Runtime
+	store    *store.Store
+	pool     *pool.Pool[api.HotInstance]
+	api      *api.Server
+	http     *http.Server
+	ln       net.Listener
+	serveErr chan error
+}
+
+// NewMain returns an unopened Main.
+func NewMain(cfg Config) *Main {
+	l := logrus.New()
+	l.SetOutput(os.Stderr)
+	if cfg.LogFormat == "json" {
+		l.SetFormatter(&logrus.JSONFormatter{})
+	} else {
+		l.SetFormatter(&logrus.TextFormatter{FullTimestamp: true, TimestampFormat: time.RFC3339Nano})
+	}
+	if lvl, err := logrus.ParseLevel(cfg.LogLevel); err == nil {
+		l.SetLevel(lvl)
+	}
+	return &Main{cfg: cfg, log: logrus.NewEntry(l), serveErr: make(chan error, 1)}
+}
+
+// ServeErr reports the HTTP server failing after Open.
+func (m *Main) ServeErr() <-chan error { return m.serveErr }
+
+// Addr is the address kilnd listens on (useful with port 0).
+func (m *Main) Addr() string { return m.ln.Addr().String() }
+
+// Open connects to (or starts) containerd, removes orphans, opens the
+// store and starts serving. The listener is bound before serving so a
+// port in use is an error here, not a log line later.
+func (m *Main) Open(ctx context.Context) error {
+	if err := os.MkdirAll(m.cfg.DataDir, 0o700); err != nil {
+		return fmt.Errorf("data dir: %w", err)
+	}
+	address := m.cfg.Containerd
+	if address != "" {
+		if err := executor.Ping(ctx, address); err != nil {
+			m.log.WithError(err).Warnf("containerd at %s does not answer; starting an embedded one", address)
+			address = ""
+		}
+	}
+	if address == "" {
+		d, err := executor.StartContainerd(ctx, filepath.Join(m.cfg.DataDir, "containerd"), m.log)
+		if err != nil {
+			return err
+		}
+		m.daemon = d
+		address = d.Address()
+	}
+	client, err := containerd.New(address, containerd.WithDefaultNamespace(m.cfg.Namespace))
+	if err != nil {
+		return fmt.Errorf("connect to containerd at %s: %w", address, err)
+	}
+	m.client = client
+	m.runtime, err = executor.New(executor.Config{
+		Client:     client,
+		Namespace:  m.cfg.Namespace,
+		FIFODir:    filepath.Join(m.cfg.DataDir, "fifo"),
+		MaxBody:    m.cfg.MaxBody,
+		GroupShims: m.cfg.GroupShims,
+		Logger:     m.log,
+	})
+	if err != nil {
+		return err
+	}
+	swept, err := m.runtime.Sweep(ctx)
+	if err != nil {
+		return fmt.Errorf("orphan sweep: %w", err)
+	}
+	if swept > 0 {
+		m.log.WithField("containers", swept).Info("removed containers left by an earlier run")
+	}
+	m.store, err = store.Open(filepath.Join(m.cfg.DataDir, "kiln.db"))
+	if err != nil {
+		return err
+	}
+	capacity := m.cfg.MaxMemoryMB
+	if capacity == 0 {
+		capacity, err = pool.DetectCapacityMB(512)
+		if err != nil {
+			return fmt.Errorf("detect memory capacity (set --max-memory): %w", err)
+		}
+	}
+	m.log.WithField("capacity_mb", capacity).Info("memory for containers")
+	m.pool = pool.New[api.HotInstance](pool.Config{CapacityMB: capacity})
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	m.api = api.New(api.Config{
+		Store:      m.store,
+		Pool:       m.pool,
+		Runtime:    &runtimeAdapter{rt: m.runtime, store: m.store},
+		Images:     &imagesAdapter{rt: m.runtime},
+		AdminToken: m.cfg.AdminToken,
+		MaxBody:    m.cfg.MaxBody,
+		Logger:     m.log,
+		Version:    Version,
+		Health:     func(r *http.Request) error { return m.runtime.Health(r.Context()) },
+	})
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	mux.Handle("/", m.api)
+
+	m.ln, err = net.Listen("tcp", m.cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w", m.cfg.Listen, err)
+	}
+	m.http = &http.Server{
+		Handler:           mux,
+		ReadHeaderTimeout: 10 * time.Second,
+		MaxHeaderBytes:    64 << 10,
+		IdleTimeout:       2 * time.Minute,
+	}
+	go func() {
+		if err := m.http.Serve(m.ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			m.serveErr <- err
+		}
+	}()
+	m.log.WithFields(logrus.Fields{"listen": m.Addr(), "containerd": address, "data_dir": m.cfg.DataDir}).Info("kilnd serving")
+	return nil
+}
+
+// Close refuses new calls, lets in-flight calls finish (bounded by ctx),
+// removes every container, then stops the HTTP server and containerd.
+func (m *Main) Close(ctx context.Context) error {
+	var errs []error
+	if m.api != nil {
+		m.api.SetDraining()
+	}
+	if m.pool != nil {
+		if err := m.pool.Close(ctx); err != nil {
+			errs = append(errs, fmt.Errorf("drain: %w", err))
+		}
+	}
+	if m.http != nil {
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		if err := m.http.Shutdown(sctx); err != nil {
+			_ = m.http.Close()
+		}
+		cancel()
+	}
+	if m.runtime != nil {
+		_ = m.runtime.Close()
+	}
+	if m.client != nil {
+		_ = m.client.Close()
+	}
+	if m.store != nil {
+		if err := m.store.Close(); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if m.daemon != nil {
+		m.daemon.Stop()
+	}
+	return errors.Join(errs...)
+}
+
+// runtimeAdapter turns store records into the executor's Function.
+type runtimeAdapter struct {
+	rt    *executor.Runtime
+	store *store.Store
+}
+
+func (a *runtimeAdapter) function(ctx context.Context, app *store.App, fn *store.Fn) *executor.Function {
+	cfg := make(map[string]string, len(app.Config)+len(fn.Config))
+	for k, v := range app.Config {
+		cfg[k] = v
+	}
+	for k, v := range fn.Config {
+		cfg[k] = v
+	}
+	f := &executor.Function{
+		AppName: app.Name, FnName: fn.Name, FnID: fn.ID, Image: fn.Image, Format: fn.Format,
+		MemoryMB: fn.Memory, MilliCPUs: fn.CPUs, Config: cfg,
+	}
+	if trigs, _, err := a.store.ListTriggers(ctx, store.ListOptions{FnID: fn.ID}); err == nil {
+		for _, t := range trigs {
+			if t.Type == "" || t.Type == "http" {
+				f.Path = t.Source
+				break
+			}
+		}
+	}
+	return f
+}
+
+func (a *runtimeAdapter) StartHot(ctx context.Context, app *store.App, fn *store.Fn) (api.HotInstance, error) {
+	h, err := a.rt.StartHot(ctx, a.function(ctx, app, fn))
+	if err != nil {
+		return nil, err
+	}
+	return h, nil
+}
+
+func (a *runtimeAdapter) RunCold(ctx context.Context, app *store.App, fn *store.Fn, req *protocol.Request, logs io.Writer) (*protocol.Response, error) {
+	return a.rt.RunCold(ctx, a.function(ctx, app, fn), req, logs)
+}
+
+func (a *runtimeAdapter) ImageID(ctx context.Context, ref string) (string, error) {
+	return a.rt.ImageID(ctx, ref)
+}
+
+type imagesAdapter struct{ rt *executor.Runtime }
+
+func (a *imagesAdapter) Import(ctx context.Context, r io.Reader) ([]string, error) {
+	return a.rt.Import(ctx, r)
+}
+
+func (a *imagesAdapter) List(ctx context.Context) ([]api.Image, error) {
+	list, err := a.rt.Images(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]api.Image, len(list))
+	for i, im := range list {
+		out[i] = api.Image(im)
+	}
+	return out, nil
+}

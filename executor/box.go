@@ -1,0 +1,190 @@
+package executor
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/containerd/containerd"
+	"github.com/containerd/containerd/cio"
+	cerrdefs "github.com/containerd/containerd/errdefs"
+	"github.com/sirupsen/logrus"
+)
+
+// box is one created container with a started task and kiln's ends of
+// its stdio FIFOs. Hot instances and cold runs are both built on it.
+type box struct {
+	r         *Runtime
+	id        string
+	container containerd.Container
+	task      containerd.Task
+	dio       *cio.DirectIO
+	log       *logrus.Entry
+
+	// exited is closed once the task's exit status is known.
+	exited     chan struct{}
+	exitStatus containerd.ExitStatus
+	stopWait   context.CancelFunc
+
+	destroyOnce sync.Once
+}
+
+// cleanupTimeout bounds how long removing one container may take. Cleanup
+// runs on a context detached from the call, so a caller that gave up
+// cannot leave a container behind.
+const cleanupTimeout = 15 * time.Second
+
+func (r *Runtime) create(ctx context.Context, f *Function, kind string, extraEnv []string) (_ *box, retErr error) {
+	ctx = r.ctx(ctx)
+	img, err := r.client.GetImage(ctx, f.Image)
+	if err != nil {
+		return nil, wrapContainerd(fmt.Sprintf("image %q", f.Image), err)
+	}
+	if err := r.ensureUnpacked(ctx, img); err != nil {
+		return nil, err
+	}
+	ispec, err := img.Spec(ctx)
+	if err != nil {
+		return nil, wrapContainerd(fmt.Sprintf("image %q config", f.Image), err)
+	}
+
+	id := newContainerID(f.FnName)
+	labels := map[string]string{LabelApp: f.AppName, LabelFn: f.FnName, LabelFnID: f.FnID, LabelKind: kind}
+	if r.cfg.GroupShims {
+		labels[labelGroup] = "kiln-" + sanitizeID(f.FnID, 60)
+	}
+	container, err := r.client.NewContainer(ctx, id,
+		containerd.WithImage(img),
+		containerd.WithSnapshotter(r.cfg.Snapshotter),
+		containerd.WithNewSnapshot(id, img),
+		containerd.WithContainerLabels(labels),
+		containerd.WithNewSpec(f.specOpts(img, ispec.Config.User, extraEnv)...),
+	)
+	if err != nil {
+		return nil, wrapContainerd(fmt.Sprintf("create container for fn %q", f.FnName), err)
+	}
+	b := &box{r: r, id: id, container: container, exited: make(chan struct{}),
+		log: r.log.WithFields(logrus.Fields{"app": f.AppName, "fn": f.FnName, "container": id})}
+	defer func() {
+		if retErr != nil {
+			b.destroy(0)
+		}
+	}()
+
+	fifos, err := cio.NewFIFOSetInDir(r.cfg.FIFODir, id, false)
+	if err != nil {
+		return nil, fmt.Errorf("fifos for %q: %w", id, err)
+	}
+	// The FIFOs outlive the call that created them, so they open on a
+	// context of their own.
+	b.dio, err = cio.NewDirectIO(context.Background(), fifos)
+	if err != nil {
+		_ = fifos.Close()
+		return nil, fmt.Errorf("open fifos for %q: %w", id, err)
+	}
+	b.task, err = container.NewTask(ctx, func(string) (cio.IO, error) { return b.dio, nil })
+	if err != nil {
+		return nil, wrapContainerd(fmt.Sprintf("create task %q", id), err)
+	}
+	// Wait must be registered before Start, or a fast exit is missed.
+	waitCtx, stopWait := context.WithCancel(r.ctx(context.Background()))
+	b.stopWait = stopWait
+	exitCh, err := b.task.Wait(waitCtx)
+	if err != nil {
+		return nil, wrapContainerd(fmt.Sprintf("wait task %q", id), err)
+	}
+	go func() {
+		st, ok := <-exitCh
+		if ok {
+			b.exitStatus = st
+		} else {
+			b.exitStatus = *containerd.NewExitStatus(containerd.UnknownExitStatus, time.Time{}, fmt.Errorf("wait cancelled"))
+		}
+		close(b.exited)
+	}()
+	if err := b.task.Start(ctx); err != nil {
+		return nil, wrapContainerd(fmt.Sprintf("start task %q", id), err)
+	}
+	return b, nil
+}
+
+func (r *Runtime) ensureUnpacked(ctx context.Context, img containerd.Image) error {
+	ok, err := img.IsUnpacked(ctx, r.cfg.Snapshotter)
+	if err == nil && ok {
+		return nil
+	}
+	r.unpackMu.Lock()
+	defer r.unpackMu.Unlock()
+	if ok, err := img.IsUnpacked(ctx, r.cfg.Snapshotter); err == nil && ok {
+		return nil
+	}
+	if err := img.Unpack(ctx, r.cfg.Snapshotter); err != nil {
+		return wrapContainerd(fmt.Sprintf("unpack image %q", img.Name()), err)
+	}
+	return nil
+}
+
+// exitCode waits up to d for the task's exit and returns its code.
+func (b *box) exitCode(d time.Duration) (uint32, bool) {
+	select {
+	case <-b.exited:
+		return b.exitStatus.ExitCode(), true
+	case <-time.After(d):
+		return 0, false
+	}
+}
+
+// destroy stops the task (SIGTERM, then SIGKILL after grace) and removes
+// the task, the container, its snapshot and its FIFOs. Safe to call more
+// than once; only the first call acts.
+func (b *box) destroy(grace time.Duration) {
+	b.destroyOnce.Do(func() {
+		ctx, cancel := context.WithTimeout(b.r.ctx(context.Background()), cleanupTimeout)
+		defer cancel()
+		if b.task != nil {
+			if grace > 0 {
+				if err := b.task.Kill(ctx, syscall.SIGTERM); err == nil {
+					select {
+					case <-b.exited:
+					case <-time.After(grace):
+					}
+				}
+			}
+			select {
+			case <-b.exited:
+			default:
+				if err := b.task.Kill(ctx, syscall.SIGKILL, containerd.WithKillAll); err != nil && !cerrdefs.IsNotFound(err) {
+					b.log.WithError(err).Debug("kill")
+				}
+				select {
+				case <-b.exited:
+				case <-time.After(5 * time.Second):
+					b.log.Warn("task did not exit 5s after SIGKILL; deleting it anyway")
+				}
+			}
+			if _, err := b.task.Delete(ctx, containerd.WithProcessKill); err != nil && !cerrdefs.IsNotFound(err) {
+				b.log.WithError(err).Warn("delete task")
+			}
+		}
+		if b.stopWait != nil {
+			b.stopWait()
+		}
+		if b.dio != nil {
+			b.dio.Cancel()
+			_ = b.dio.Close()
+		}
+		if err := b.container.Delete(ctx, containerd.WithSnapshotCleanup); err != nil && !cerrdefs.IsNotFound(err) {
+			b.log.WithError(err).Warn("delete container")
+		}
+	})
+}
+
+// closeStdio unblocks every read and write on the FIFOs without touching
+// the task; used when a call must give up at once.
+func (b *box) closeStdio() {
+	if b.dio != nil {
+		b.dio.Cancel()
+	}
+}

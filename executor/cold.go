@@ -1,0 +1,76 @@
+package executor
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"time"
+
+	"github.com/containerd/containerd"
+
+	"github.com/kiln-run/kiln/errdefs"
+	"github.com/kiln-run/kiln/protocol"
+)
+
+// RunCold serves one call of a `default` format fn: a fresh container per
+// call, the body on stdin then EOF, stdout until exit is the response.
+func (r *Runtime) RunCold(ctx context.Context, f *Function, req *protocol.Request, logs io.Writer) (*protocol.Response, error) {
+	b, err := r.create(ctx, f, "cold", protocol.DefaultEnv(req))
+	if err != nil {
+		return nil, err
+	}
+	defer b.destroy(0)
+
+	sink := &callSink{id: req.CallID, logs: logs}
+	stderrDone := make(chan struct{})
+	go func() {
+		defer close(stderrDone)
+		pumpStderr(b.dio.Stderr, b.log, func() *callSink { return sink })
+	}()
+	stop := context.AfterFunc(ctx, b.closeStdio)
+	defer stop()
+
+	// The body goes in from its own goroutine: a function may write
+	// output before it has read all its input, and both pipes are bounded.
+	stdinDone := make(chan error, 1)
+	go func() {
+		_, err := b.dio.Stdin.Write(req.Body)
+		// Closing our end is not EOF for the function: the shim holds a
+		// write end of its own until told to close it.
+		_ = b.dio.Stdin.Close()
+		if cerr := b.task.CloseIO(r.ctx(context.WithoutCancel(ctx)), containerd.WithStdinCloser); cerr != nil && err == nil {
+			err = cerr
+		}
+		stdinDone <- err
+	}()
+
+	out, readErr := io.ReadAll(io.LimitReader(b.dio.Stdout, r.cfg.MaxBody+1))
+	if ctx.Err() != nil {
+		return nil, callAborted(ctx)
+	}
+	if int64(len(out)) > r.cfg.MaxBody {
+		return nil, fmt.Errorf("%w: %w: response over %d bytes", errdefs.ErrFunction, protocol.ErrBodyTooLarge, r.cfg.MaxBody)
+	}
+	if readErr != nil {
+		return nil, fmt.Errorf("%w: read stdout: %v", errdefs.ErrFunction, readErr)
+	}
+	select {
+	case <-b.exited:
+	case <-ctx.Done():
+		return nil, callAborted(ctx)
+	}
+	// The shim closes stderr once the process is gone and its output is
+	// copied; only then are the FIFOs closed, which also frees a stdin
+	// write that the function never read.
+	select {
+	case <-stderrDone:
+	case <-time.After(time.Second):
+	}
+	b.closeStdio()
+	<-stdinDone
+	if code := b.exitStatus.ExitCode(); code != 0 {
+		return nil, r.exitError(b, code)
+	}
+	return &protocol.Response{Status: http.StatusOK, Header: http.Header{}, Body: out}, nil
+}

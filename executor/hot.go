@@ -1,0 +1,228 @@
+package executor
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/kiln-run/kiln/errdefs"
+	"github.com/kiln-run/kiln/protocol"
+)
+
+// Hot is a warm container that answers one call at a time over its stdio.
+// Its stdout has one long-lived bufio.Reader: bytes read ahead stay there
+// for the next frame, and anything left after a frame is caught.
+type Hot struct {
+	box    *box
+	codec  protocol.Codec
+	stdout *bufio.Reader
+
+	// The stdout watcher owns stdout between calls: it blocks in Peek and
+	// reports through readable when bytes (or EOF) arrive. During a call
+	// the caller reads the frame and gives the reader back via consumed.
+	// Bytes that arrive while no call is in flight break the instance at
+	// once, so garbage never waits for the next call to be found.
+	readable chan error
+	consumed chan struct{}
+	inCall   atomic.Bool
+	current  atomic.Pointer[callSink]
+
+	done     chan struct{}
+	failOnce sync.Once
+	failErr  error
+
+	closeOnce sync.Once
+	wg        sync.WaitGroup
+}
+
+type callSink struct {
+	id   string
+	logs io.Writer
+}
+
+// StartHot creates and starts a hot container for f.
+func (r *Runtime) StartHot(ctx context.Context, f *Function) (*Hot, error) {
+	codec, err := protocol.New(f.Format, protocol.Limits{MaxBody: r.cfg.MaxBody})
+	if err != nil {
+		return nil, fmt.Errorf("fn %q: %v: %w", f.FnName, err, errdefs.ErrInvalid)
+	}
+	b, err := r.create(ctx, f, "hot", nil)
+	if err != nil {
+		return nil, err
+	}
+	h := &Hot{
+		box:      b,
+		codec:    codec,
+		stdout:   bufio.NewReaderSize(b.dio.Stdout, 64<<10),
+		readable: make(chan error),
+		consumed: make(chan struct{}),
+		done:     make(chan struct{}),
+	}
+	h.wg.Add(3)
+	go h.watchStdout()
+	go func() {
+		defer h.wg.Done()
+		pumpStderr(b.dio.Stderr, b.log, h.sink)
+	}()
+	go func() {
+		defer h.wg.Done()
+		select {
+		case <-b.exited:
+			h.fail(fmt.Errorf("%w: function exited with code %d", errdefs.ErrFunction, b.exitStatus.ExitCode()))
+		case <-h.done:
+		}
+	}()
+	return h, nil
+}
+
+// ID is the container id.
+func (h *Hot) ID() string { return h.box.id }
+
+// Done is closed when the instance can no longer serve.
+func (h *Hot) Done() <-chan struct{} { return h.done }
+
+// Close stops and removes the container. Idempotent.
+func (h *Hot) Close(ctx context.Context) error {
+	h.closeOnce.Do(func() {
+		grace := h.box.r.cfg.StopGrace
+		select {
+		case <-h.done:
+			// A broken instance gets no grace: it is out of step already.
+			grace = 0
+		default:
+		}
+		h.fail(fmt.Errorf("container closed: %w", errdefs.ErrUnavailable))
+		h.box.destroy(grace)
+		h.wg.Wait()
+	})
+	return nil
+}
+
+func (h *Hot) sink() *callSink { return h.current.Load() }
+
+// fail marks the instance broken (first reason wins) and closes its stdio
+// so every blocked read or write returns.
+func (h *Hot) fail(err error) {
+	h.failOnce.Do(func() {
+		h.failErr = err
+		close(h.done)
+		h.box.closeStdio()
+	})
+}
+
+func (h *Hot) watchStdout() {
+	defer h.wg.Done()
+	for {
+		_, err := h.stdout.Peek(1)
+		if !h.inCall.Load() {
+			if err == nil {
+				h.fail(fmt.Errorf("%w: %w: output while no call was in flight", errdefs.ErrFunction, protocol.ErrProtocol))
+			} else {
+				h.fail(fmt.Errorf("%w: stdout closed: %v", errdefs.ErrFunction, err))
+			}
+			return
+		}
+		select {
+		case h.readable <- err:
+		case <-h.done:
+			return
+		}
+		if err != nil {
+			return
+		}
+		select {
+		case <-h.consumed:
+		case <-h.done:
+			return
+		}
+	}
+}
+
+// Call sends req and reads exactly one response frame. On any error the
+// instance is broken (Done is closed) and must be discarded.
+func (h *Hot) Call(ctx context.Context, req *protocol.Request, logs io.Writer) (*protocol.Response, error) {
+	select {
+	case <-h.done:
+		return nil, h.failErr
+	default:
+	}
+	if !h.inCall.CompareAndSwap(false, true) {
+		return nil, fmt.Errorf("container %q is already serving a call", h.box.id)
+	}
+	h.current.Store(&callSink{id: req.CallID, logs: logs})
+	defer func() {
+		h.current.Store(nil)
+		h.inCall.Store(false)
+	}()
+	stop := context.AfterFunc(ctx, func() { h.fail(callAborted(ctx)) })
+	defer stop()
+
+	if err := h.codec.WriteRequest(h.box.dio.Stdin, req); err != nil {
+		h.fail(fmt.Errorf("%w: write request: %v", errdefs.ErrFunction, err))
+		return nil, h.callError(ctx)
+	}
+	select {
+	case err := <-h.readable:
+		if err != nil {
+			h.fail(fmt.Errorf("%w: stdout closed before a response: %v", errdefs.ErrFunction, err))
+			return nil, h.callError(ctx)
+		}
+	case <-h.done:
+		return nil, h.callError(ctx)
+	}
+	resp, err := h.codec.ReadResponse(h.stdout)
+	if err != nil {
+		if errors.Is(err, io.EOF) {
+			err = fmt.Errorf("stdout closed before a response")
+		}
+		h.fail(fmt.Errorf("%w: %w", errdefs.ErrFunction, err))
+		return nil, h.callError(ctx)
+	}
+	if n := h.stdout.Buffered(); n > 0 {
+		h.fail(fmt.Errorf("%w: %w: %d bytes after the response frame", errdefs.ErrFunction, protocol.ErrProtocol, n))
+		return nil, h.failErr
+	}
+	select {
+	case h.consumed <- struct{}{}:
+	case <-h.done:
+		// Broken after a whole, clean frame (say, the deadline hit just
+		// now): the answer is still this call's and still good.
+	}
+	return resp, nil
+}
+
+// callError explains why a call failed: its own deadline or cancellation
+// first, then a crash with its exit code, then whatever broke the stream.
+func (h *Hot) callError(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return callAborted(ctx)
+	}
+	// A crash shows up as EOF on stdout a moment before the exit status;
+	// give the status a moment so the error can name the exit code.
+	if code, ok := h.box.exitCode(500 * time.Millisecond); ok {
+		return h.box.r.exitError(h.box, code)
+	}
+	return h.failErr
+}
+
+func callAborted(ctx context.Context) error {
+	if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+		return fmt.Errorf("%w: no response before the deadline", errdefs.ErrTimeout)
+	}
+	return fmt.Errorf("call cancelled: %w", ctx.Err())
+}
+
+// exitError words a function's exit, naming memory when the kernel
+// killed it for exceeding its limit.
+func (r *Runtime) exitError(b *box, code uint32) error {
+	// Only a SIGKILL (137) can be an OOM kill; other codes need no wait.
+	if code == 137 && r.oomKilled(b.id) {
+		return fmt.Errorf("%w: killed for exceeding its memory limit (exit code %d)", errdefs.ErrFunction, code)
+	}
+	return fmt.Errorf("%w: function exited with code %d", errdefs.ErrFunction, code)
+}

@@ -1,0 +1,206 @@
+// Package executor runs functions in containers through containerd: it
+// imports images, builds OCI specs, starts containers whose stdio are
+// FIFOs kiln reads directly, and implements the hot Instance the pool
+// manages. It also sweeps containers a crashed kilnd left behind.
+package executor
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/containerd/containerd"
+	cerrdefs "github.com/containerd/containerd/errdefs"
+	"github.com/containerd/containerd/namespaces"
+	"github.com/sirupsen/logrus"
+
+	"github.com/kiln-run/kiln/errdefs"
+	"github.com/kiln-run/kiln/protocol"
+)
+
+// Labels kiln puts on every container it creates, so the orphan sweep and
+// operators can tell whose container it is.
+const (
+	LabelApp   = "kiln.io/app"
+	LabelFn    = "kiln.io/fn"
+	LabelFnID  = "kiln.io/fn-id"
+	LabelKind  = "kiln.io/kind"
+	labelGroup = "io.containerd.runc.v2.group"
+)
+
+// Config configures a Runtime.
+type Config struct {
+	Client    *containerd.Client
+	Namespace string
+	// FIFODir holds the stdio FIFOs of running containers.
+	FIFODir string
+	// Snapshotter defaults to overlayfs.
+	Snapshotter string
+	MaxBody     int64
+	// StopGrace is how long a container gets between SIGTERM and SIGKILL.
+	StopGrace time.Duration
+	// GroupShims makes the containers of one fn share a shim process.
+	GroupShims bool
+	Logger     *logrus.Entry
+}
+
+// Runtime starts function containers. It is safe for concurrent use.
+type Runtime struct {
+	cfg    Config
+	client *containerd.Client
+	log    *logrus.Entry
+
+	// unpackMu serialises unpacking so concurrent first calls of a fn
+	// unpack its image once.
+	unpackMu sync.Mutex
+
+	digestsMu sync.Mutex
+	digests   map[string]cachedDigest
+
+	oomMu sync.Mutex
+	ooms  map[string]time.Time
+
+	wg     sync.WaitGroup
+	cancel context.CancelFunc
+}
+
+type cachedDigest struct {
+	digest string
+	at     time.Time
+}
+
+// digestTTL bounds how stale a ref→digest answer may be. Imports through
+// kiln invalidate at once; the TTL covers images changed behind kiln's back.
+const digestTTL = 2 * time.Second
+
+// New returns a Runtime on an already connected client.
+func New(cfg Config) (*Runtime, error) {
+	if cfg.Client == nil {
+		return nil, fmt.Errorf("executor: no containerd client: %w", errdefs.ErrInvalid)
+	}
+	if cfg.Namespace == "" {
+		cfg.Namespace = "kiln"
+	}
+	if cfg.Snapshotter == "" {
+		cfg.Snapshotter = containerd.DefaultSnapshotter
+	}
+	if cfg.MaxBody <= 0 {
+		cfg.MaxBody = protocol.DefaultMaxBody
+	}
+	if cfg.StopGrace <= 0 {
+		cfg.StopGrace = time.Second
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = logrus.NewEntry(logrus.StandardLogger())
+	}
+	if err := os.MkdirAll(cfg.FIFODir, 0o700); err != nil {
+		return nil, fmt.Errorf("executor: fifo dir: %w", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	r := &Runtime{cfg: cfg, client: cfg.Client, log: cfg.Logger, digests: map[string]cachedDigest{},
+		ooms: map[string]time.Time{}, cancel: cancel}
+	r.wg.Add(1)
+	go r.watchEvents(ctx)
+	return r, nil
+}
+
+// Close stops the runtime's background work. Containers are the pool's
+// to remove; Close does not touch them.
+func (r *Runtime) Close() error {
+	r.cancel()
+	r.wg.Wait()
+	return nil
+}
+
+func (r *Runtime) ctx(ctx context.Context) context.Context {
+	return namespaces.WithNamespace(ctx, r.cfg.Namespace)
+}
+
+// Health reports whether containerd answers.
+func (r *Runtime) Health(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	ok, err := r.client.IsServing(r.ctx(ctx))
+	if err != nil || !ok {
+		return fmt.Errorf("containerd is not serving: %v: %w", err, errdefs.ErrUnavailable)
+	}
+	return nil
+}
+
+// ImageID resolves ref to its manifest digest. It is on every call's path,
+// so answers are cached briefly.
+func (r *Runtime) ImageID(ctx context.Context, ref string) (string, error) {
+	r.digestsMu.Lock()
+	c, ok := r.digests[ref]
+	r.digestsMu.Unlock()
+	if ok && time.Since(c.at) < digestTTL {
+		return c.digest, nil
+	}
+	img, err := r.client.GetImage(r.ctx(ctx), ref)
+	if err != nil {
+		return "", wrapContainerd(fmt.Sprintf("image %q", ref), err)
+	}
+	d := img.Target().Digest.String()
+	r.digestsMu.Lock()
+	r.digests[ref] = cachedDigest{digest: d, at: time.Now()}
+	r.digestsMu.Unlock()
+	return d, nil
+}
+
+func (r *Runtime) forgetDigests() {
+	r.digestsMu.Lock()
+	clear(r.digests)
+	r.digestsMu.Unlock()
+}
+
+// wrapContainerd turns containerd's errors into kiln's sentinels so api
+// can answer with the right status.
+func wrapContainerd(what string, err error) error {
+	switch {
+	case err == nil:
+		return nil
+	case cerrdefs.IsNotFound(err):
+		return fmt.Errorf("%s: %w", what, errdefs.ErrNotFound)
+	case cerrdefs.IsUnavailable(err):
+		return fmt.Errorf("%s: containerd unavailable: %v: %w", what, err, errdefs.ErrUnavailable)
+	}
+	return fmt.Errorf("%s: %w", what, err)
+}
+
+func newContainerID(fnName string) string {
+	var b [8]byte
+	_, _ = rand.Read(b[:])
+	return "kiln-" + sanitizeID(fnName, 40) + "-" + hex.EncodeToString(b[:])
+}
+
+// sanitizeID keeps what containerd accepts in an id ([A-Za-z0-9] joined
+// by single [._-]) so operators can still read the fn's name in `ctr c ls`.
+func sanitizeID(s string, max int) string {
+	out := make([]byte, 0, len(s))
+	sep := true
+	for i := 0; i < len(s) && len(out) < max; i++ {
+		c := s[i]
+		switch {
+		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9':
+			out = append(out, c)
+			sep = false
+		case !sep:
+			out = append(out, '-')
+			sep = true
+		}
+	}
+	for len(out) > 0 && out[len(out)-1] == '-' {
+		out = out[:len(out)-1]
+	}
+	if len(out) == 0 {
+		return "fn"
+	}
+	return string(out)
+}
+
+func (r *Runtime) fifoSetDir(id string) string { return filepath.Join(r.cfg.FIFODir, id) }

@@ -1,0 +1,124 @@
+package executor
+
+import (
+	"context"
+	"sort"
+	"strconv"
+
+	"github.com/containerd/containerd"
+	"github.com/containerd/containerd/containers"
+	"github.com/containerd/containerd/contrib/seccomp"
+	"github.com/containerd/containerd/oci"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+)
+
+// Function is what the executor needs to know about a fn to run it.
+type Function struct {
+	AppName string
+	FnName  string
+	FnID    string
+	Image   string
+	Format  string
+	// Path is the trigger path the fn is reached by, for FN_PATH.
+	Path     string
+	MemoryMB int64
+	// MilliCPUs is a CPU quota in thousandths of a CPU; 0 means none.
+	MilliCPUs int64
+	// Config is app config overlaid with fn config; it becomes env vars.
+	Config  map[string]string
+	TmpfsMB int64
+	// PidsLimit bounds processes in the container; 0 means 128.
+	PidsLimit int64
+	// HostNetwork shares the node's network namespace (opt-in, admin gated).
+	HostNetwork bool
+}
+
+// env is the contract's environment for every format; config comes after
+// the FN_ variables so it cannot be mistaken for them, and in a stable
+// order so two containers of one fn see the same env.
+func (f *Function) env() []string {
+	env := []string{
+		"FN_FORMAT=" + f.Format,
+		"FN_APP_NAME=" + f.AppName,
+		"FN_FN_NAME=" + f.FnName,
+		"FN_FN_ID=" + f.FnID,
+		"FN_PATH=" + f.Path,
+		"FN_MEMORY=" + strconv.FormatInt(f.MemoryMB, 10),
+		"FN_TYPE=sync",
+	}
+	keys := make([]string, 0, len(f.Config))
+	for k := range f.Config {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		env = append(env, k+"="+f.Config[k])
+	}
+	return env
+}
+
+const cpuPeriod = 100000 // µs; the kernel default CFS period
+
+// specOpts builds the container's OCI spec: the image's config, then the
+// fn's env and limits, then kiln's hardening, so an image cannot loosen it.
+func (f *Function) specOpts(img containerd.Image, imageUser string, extraEnv []string) []oci.SpecOpts {
+	memBytes := f.MemoryMB << 20
+	tmpfs := f.TmpfsMB
+	if tmpfs <= 0 {
+		tmpfs = 64
+	}
+	pids := f.PidsLimit
+	if pids <= 0 {
+		pids = 128
+	}
+	opts := []oci.SpecOpts{
+		oci.WithImageConfig(img),
+		oci.WithEnv(append(f.env(), extraEnv...)),
+		oci.WithHostname("kiln"),
+		oci.WithRootFSReadonly(),
+		oci.WithNoNewPrivileges,
+		oci.WithCapabilities(nil),
+		oci.WithAmbientCapabilities(nil),
+		seccomp.WithDefaultProfile(),
+		oci.WithPidsLimit(pids),
+		withMemoryNoSwap(memBytes),
+		oci.WithMounts([]specs.Mount{{
+			Destination: "/tmp",
+			Type:        "tmpfs",
+			Source:      "tmpfs",
+			Options:     []string{"nosuid", "nodev", "noexec", "mode=1777", "size=" + strconv.FormatInt(tmpfs, 10) + "m"},
+		}}),
+	}
+	if imageUser == "" {
+		// An image that names no user would run as root; kiln runs it as nobody.
+		opts = append(opts, oci.WithUIDGID(65534, 65534))
+	}
+	if f.MilliCPUs > 0 {
+		opts = append(opts, oci.WithCPUCFS(f.MilliCPUs*cpuPeriod/1000, cpuPeriod))
+	}
+	if f.HostNetwork {
+		opts = append(opts, oci.WithHostNamespace(specs.NetworkNamespace), oci.WithHostResolvconf, oci.WithHostHostsFile)
+	}
+	return opts
+}
+
+// withMemoryNoSwap sets memory and memory+swap to the same value: a fn
+// that outgrows its memory is OOM-killed rather than slowed by swapping.
+func withMemoryNoSwap(limit int64) oci.SpecOpts {
+	return func(_ context.Context, _ oci.Client, _ *containers.Container, s *oci.Spec) error {
+		if s.Linux == nil {
+			s.Linux = &specs.Linux{}
+		}
+		if s.Linux.Resources == nil {
+			s.Linux.Resources = &specs.LinuxResources{}
+		}
+		if s.Linux.Resources.Memory == nil {
+			s.Linux.Resources.Memory = &specs.LinuxMemory{}
+		}
+		s.Linux.Resources.Memory.Limit = &limit
+		swap := limit
+		s.Linux.Resources.Memory.Swap = &swap
+		return nil
+	}
+}
+

@@ -1,0 +1,215 @@
+package imagebuild
+
+import (
+	"archive/tar"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"runtime"
+	"strings"
+
+	digest "github.com/opencontainers/go-digest"
+	specs "github.com/opencontainers/image-spec/specs-go"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+)
+
+// Config is the runtime part of an image config: what a container started
+// from the image runs, and as whom.
+type Config struct {
+	Entrypoint []string
+	Cmd        []string
+	Env        []string
+	User       string
+	WorkingDir string
+	Labels     map[string]string
+}
+
+// AnnotationImageName is the index annotation containerd's importer names an
+// image by, in preference to the OCI ref name (which holds only the tag).
+const AnnotationImageName = "io.containerd.image.name"
+
+// WriteArchive writes an OCI image layout as a tar stream to w: one image,
+// named ref, with one gzip layer per element of layers, for linux on the
+// host's architecture. It returns the manifest digest ("sha256:..."), which
+// is what containerd reports as the image's digest after import.
+func WriteArchive(w io.Writer, ref string, cfg Config, layers ...[]File) (string, error) {
+	tag, err := refTag(ref)
+	if err != nil {
+		return "", err
+	}
+
+	built := make([]Layer, 0, len(layers))
+	for i, files := range layers {
+		l, err := NewLayer(files)
+		if err != nil {
+			return "", fmt.Errorf("layer %d: %w", i, err)
+		}
+		built = append(built, l)
+	}
+
+	configBlob, err := json.Marshal(imageConfig(cfg, built))
+	if err != nil {
+		return "", err
+	}
+	manifest := ocispec.Manifest{
+		Versioned: specs.Versioned{SchemaVersion: 2},
+		MediaType: ocispec.MediaTypeImageManifest,
+		Config:    descriptor(ocispec.MediaTypeImageConfig, configBlob),
+		Layers:    make([]ocispec.Descriptor, 0, len(built)),
+	}
+	for _, l := range built {
+		manifest.Layers = append(manifest.Layers, descriptor(ocispec.MediaTypeImageLayerGzip, l.Blob))
+	}
+	manifestBlob, err := json.Marshal(manifest)
+	if err != nil {
+		return "", err
+	}
+
+	// The platform on the index entry lets containerd's import filter the
+	// manifest by platform without reading the config first.
+	mdesc := descriptor(ocispec.MediaTypeImageManifest, manifestBlob)
+	mdesc.Platform = &ocispec.Platform{Architecture: runtime.GOARCH, OS: "linux"}
+	mdesc.Annotations = map[string]string{
+		AnnotationImageName:       ref,
+		ocispec.AnnotationRefName: tag,
+	}
+	index := ocispec.Index{
+		Versioned: specs.Versioned{SchemaVersion: 2},
+		MediaType: ocispec.MediaTypeImageIndex,
+		Manifests: []ocispec.Descriptor{mdesc},
+	}
+	indexBlob, err := json.Marshal(index)
+	if err != nil {
+		return "", err
+	}
+	layoutBlob, err := json.Marshal(ocispec.ImageLayout{Version: ocispec.ImageLayoutVersion})
+	if err != nil {
+		return "", err
+	}
+
+	tw := tar.NewWriter(w)
+	if err := writeDir(tw, "blobs/"); err != nil {
+		return "", err
+	}
+	if err := writeDir(tw, "blobs/sha256/"); err != nil {
+		return "", err
+	}
+	// Blobs go first and the two small files describing them last, so a
+	// reader streaming the archive has every blob before it learns the layout.
+	// Identical layers are written once.
+	written := map[string]bool{}
+	blobs := [][]byte{configBlob, manifestBlob}
+	for _, l := range built {
+		blobs = append(blobs, l.Blob)
+	}
+	for _, b := range blobs {
+		d := digest.FromBytes(b)
+		if written[d.String()] {
+			continue
+		}
+		written[d.String()] = true
+		if err := writeFile(tw, "blobs/sha256/"+d.Encoded(), b); err != nil {
+			return "", err
+		}
+	}
+	if err := writeFile(tw, ocispec.ImageLayoutFile, layoutBlob); err != nil {
+		return "", err
+	}
+	if err := writeFile(tw, "index.json", indexBlob); err != nil {
+		return "", err
+	}
+	if err := tw.Close(); err != nil {
+		return "", err
+	}
+	return mdesc.Digest.String(), nil
+}
+
+func imageConfig(cfg Config, layers []Layer) ocispec.Image {
+	created := epoch()
+	img := ocispec.Image{
+		Created: &created,
+		Platform: ocispec.Platform{
+			Architecture: runtime.GOARCH,
+			OS:           "linux",
+		},
+		Config: ocispec.ImageConfig{
+			User:       cfg.User,
+			Env:        cfg.Env,
+			Entrypoint: cfg.Entrypoint,
+			Cmd:        cfg.Cmd,
+			WorkingDir: cfg.WorkingDir,
+			Labels:     cfg.Labels,
+		},
+		RootFS: ocispec.RootFS{Type: "layers", DiffIDs: make([]digest.Digest, 0, len(layers))},
+	}
+	for i, l := range layers {
+		img.RootFS.DiffIDs = append(img.RootFS.DiffIDs, digest.Digest(l.DiffID))
+		img.History = append(img.History, ocispec.History{
+			Created:   &created,
+			CreatedBy: fmt.Sprintf("kiln imagebuild: layer %d", i),
+		})
+	}
+	return img
+}
+
+func descriptor(mediaType string, blob []byte) ocispec.Descriptor {
+	return ocispec.Descriptor{
+		MediaType: mediaType,
+		Digest:    digest.FromBytes(blob),
+		Size:      int64(len(blob)),
+	}
+}
+
+func writeDir(tw *tar.Writer, name string) error {
+	return tw.WriteHeader(&tar.Header{
+		Typeflag: tar.TypeDir,
+		Name:     name,
+		Mode:     0o755,
+		ModTime:  epoch(),
+		Format:   tar.FormatPAX,
+	})
+}
+
+func writeFile(tw *tar.Writer, name string, data []byte) error {
+	if err := tw.WriteHeader(&tar.Header{
+		Typeflag: tar.TypeReg,
+		Name:     name,
+		Mode:     0o644,
+		Size:     int64(len(data)),
+		ModTime:  epoch(),
+		Format:   tar.FormatPAX,
+	}); err != nil {
+		return err
+	}
+	_, err := tw.Write(data)
+	return err
+}
+
+// refTag checks ref and returns the tag the OCI ref name annotation carries:
+// the part after the last ":" of the final path element, or "latest".
+// References by digest are refused: a digest names content, and the content
+// is not known until the archive is written.
+func refTag(ref string) (string, error) {
+	if ref == "" {
+		return "", errors.New("image reference is empty")
+	}
+	if strings.ContainsAny(ref, " \t\r\n") {
+		return "", fmt.Errorf("image reference %q contains whitespace", ref)
+	}
+	if strings.Contains(ref, "@") {
+		return "", fmt.Errorf("image reference %q: a built image is named by tag, not digest", ref)
+	}
+	last := ref[strings.LastIndex(ref, "/")+1:]
+	if last == "" {
+		return "", fmt.Errorf("image reference %q ends in /", ref)
+	}
+	if i := strings.LastIndex(last, ":"); i >= 0 {
+		tag := last[i+1:]
+		if tag == "" || last[:i] == "" {
+			return "", fmt.Errorf("image reference %q has an empty name or tag", ref)
+		}
+		return tag, nil
+	}
+	return "latest", nil
+}

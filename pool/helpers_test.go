@@ -1,0 +1,533 @@
+package pool
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// wait is how long a test waits for something that should happen at once;
+// only a hung pool ever gets near it.
+const wait = 10 * time.Second
+
+// fakeInst is an Instance whose behaviour tests set through function fields.
+type fakeInst struct {
+	id     int
+	key    string
+	mb     int64
+	done   chan struct{}
+	closed chan struct{} // closed by the first Close
+	closes atomic.Int32
+	inUse  atomic.Bool
+
+	// closeFn, if set, runs inside Close, e.g. to hold it up.
+	closeFn func(ctx context.Context) error
+	// onClose runs once, on the first Close.
+	onClose func()
+}
+
+func (f *fakeInst) Done() <-chan struct{} { return f.done }
+
+func (f *fakeInst) Close(ctx context.Context) error {
+	var err error
+	if f.closeFn != nil {
+		err = f.closeFn(ctx)
+	}
+	if f.closes.Add(1) == 1 {
+		if f.onClose != nil {
+			f.onClose()
+		}
+		close(f.closed)
+	}
+	return err
+}
+
+// exit makes the instance Done, as if its container died.
+func (f *fakeInst) exit() { close(f.done) }
+
+func (f *fakeInst) String() string { return fmt.Sprintf("%s#%d", f.key, f.id) }
+
+// launcher makes fake instances and keeps score.
+type launcher struct {
+	launches atomic.Int32
+	liveMB   atomic.Int64
+	maxMB    atomic.Int64
+	live     atomic.Int32
+	maxLive  atomic.Int32
+	started  chan string // one per launch begun, with its key
+
+	// gate, if set, holds every launch until it can receive from it (or
+	// it is closed), or the launch ctx ends.
+	gate chan struct{}
+	// fail, if set, decides whether launch number n (from 1) fails.
+	fail func(n int) error
+	// exitEarly, if set, makes launch n return an instance already Done.
+	exitEarly func(n int) bool
+
+	mu    sync.Mutex
+	insts []*fakeInst
+}
+
+func newLauncher() *launcher { return &launcher{started: make(chan string, 10000)} }
+
+func (l *launcher) fn(key string, mb int64) func(context.Context) (*fakeInst, error) {
+	return func(ctx context.Context) (*fakeInst, error) {
+		n := int(l.launches.Add(1))
+		l.started <- key
+		if l.gate != nil {
+			select {
+			case <-l.gate:
+			case <-ctx.Done():
+				return nil, ctx.Err()
+			}
+		}
+		if l.fail != nil {
+			if err := l.fail(n); err != nil {
+				return nil, err
+			}
+		}
+		f := &fakeInst{id: n, key: key, mb: mb, done: make(chan struct{}), closed: make(chan struct{})}
+		if l.exitEarly != nil && l.exitEarly(n) {
+			close(f.done)
+		}
+		raise(&l.maxLive, l.live.Add(1))
+		raise(&l.maxMB, l.liveMB.Add(mb))
+		f.onClose = func() {
+			l.live.Add(-1)
+			l.liveMB.Add(-mb)
+		}
+		l.mu.Lock()
+		l.insts = append(l.insts, f)
+		l.mu.Unlock()
+		return f, nil
+	}
+}
+
+func (l *launcher) all() []*fakeInst {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return append([]*fakeInst(nil), l.insts...)
+}
+
+func raise[T int32 | int64](m interface {
+	Load() T
+	CompareAndSwap(old, new T) bool
+}, v T) {
+	for {
+		old := m.Load()
+		if v <= old || m.CompareAndSwap(old, v) {
+			return
+		}
+	}
+}
+
+// fakeClock only moves when told; due timers run inside Advance, in the
+// caller's goroutine, so what they do is done when Advance returns.
+type fakeClock struct {
+	mu     sync.Mutex
+	now    time.Time
+	timers []*fakeTimer
+}
+
+type fakeTimer struct {
+	c       *fakeClock
+	at      time.Time
+	f       func()
+	stopped bool
+}
+
+func newFakeClock() *fakeClock {
+	return &fakeClock{now: time.Date(2024, 1, 1, 0, 0, 0, 0, time.UTC)}
+}
+
+func (c *fakeClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.now
+}
+
+func (c *fakeClock) AfterFunc(d time.Duration, f func()) Timer {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	t := &fakeTimer{c: c, at: c.now.Add(d), f: f}
+	c.timers = append(c.timers, t)
+	return t
+}
+
+func (t *fakeTimer) Stop() bool {
+	t.c.mu.Lock()
+	defer t.c.mu.Unlock()
+	for i, x := range t.c.timers {
+		if x == t {
+			t.c.timers = append(t.c.timers[:i], t.c.timers[i+1:]...)
+			return true
+		}
+	}
+	return false
+}
+
+// Advance moves the clock by d and runs every timer due by then, earliest
+// first, including ones those timers set.
+func (c *fakeClock) Advance(d time.Duration) {
+	c.mu.Lock()
+	c.now = c.now.Add(d)
+	c.mu.Unlock()
+	for {
+		c.mu.Lock()
+		var next *fakeTimer
+		idx := -1
+		for i, t := range c.timers {
+			if !t.at.After(c.now) && (next == nil || t.at.Before(next.at)) {
+				next, idx = t, i
+			}
+		}
+		if next == nil {
+			c.mu.Unlock()
+			return
+		}
+		c.timers = append(c.timers[:idx], c.timers[idx+1:]...)
+		c.mu.Unlock()
+		next.f()
+	}
+}
+
+// pending is how many timers are set.
+func (c *fakeClock) pending() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.timers)
+}
+
+// expiringCtx is a context whose end the test decides, so "the deadline
+// passed while queued" needs no real deadline.
+type expiringCtx struct {
+	context.Context
+	done chan struct{}
+	mu   sync.Mutex
+	err  error
+}
+
+func newExpiringCtx() *expiringCtx {
+	return &expiringCtx{Context: context.Background(), done: make(chan struct{})}
+}
+
+func (c *expiringCtx) Done() <-chan struct{} { return c.done }
+
+func (c *expiringCtx) Err() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.err
+}
+
+func (c *expiringCtx) end(err error) {
+	c.mu.Lock()
+	c.err = err
+	c.mu.Unlock()
+	close(c.done)
+}
+
+type changeEvent struct {
+	app, fn              string
+	starting, idle, busy int
+}
+
+// harness is a pool of fake instances whose hooks record what happened
+// and wake await.
+type harness struct {
+	t     *testing.T
+	p     *Pool[*fakeInst]
+	clock *fakeClock
+	l     *launcher
+	poke  chan struct{}
+
+	mu       sync.Mutex
+	evicted  []string
+	changed  []changeEvent
+	launched []error
+	closeErr []error
+	waits    int
+	memory   []int64
+}
+
+func newHarness(t *testing.T, cfg Config) *harness {
+	t.Helper()
+	h := &harness{t: t, clock: newFakeClock(), l: newLauncher(), poke: make(chan struct{}, 1)}
+	if cfg.Clock == nil {
+		cfg.Clock = h.clock
+	}
+	cfg.Hooks = Hooks{
+		Launched: func(app, fn string, took time.Duration, err error) {
+			h.record(func() { h.launched = append(h.launched, err) })
+		},
+		Evicted: func(app, fn string) {
+			h.record(func() { h.evicted = append(h.evicted, fn) })
+		},
+		QueueWait: func(app, fn string, waited time.Duration) {
+			h.record(func() { h.waits++ })
+		},
+		Closed: func(app, fn string, err error) {
+			h.record(func() {
+				if err != nil {
+					h.closeErr = append(h.closeErr, err)
+				}
+			})
+		},
+		Changed: func(app, fn string, starting, idle, busy int) {
+			if starting < 0 || idle < 0 || busy < 0 {
+				t.Errorf("Changed(%s, %s) with negative counts %d/%d/%d", app, fn, starting, idle, busy)
+			}
+			h.record(func() { h.changed = append(h.changed, changeEvent{app, fn, starting, idle, busy}) })
+		},
+		MemoryUsed: func(used, capacity int64) {
+			if used < 0 || (capacity > 0 && used > capacity) {
+				t.Errorf("MemoryUsed(%d, %d) out of range", used, capacity)
+			}
+			h.record(func() { h.memory = append(h.memory, used) })
+		},
+	}
+	h.p = New[*fakeInst](cfg)
+	t.Cleanup(h.shutdown)
+	return h
+}
+
+func (h *harness) record(f func()) {
+	h.mu.Lock()
+	f()
+	h.mu.Unlock()
+	select {
+	case h.poke <- struct{}{}:
+	default:
+	}
+}
+
+// shutdown closes the pool and checks that every instance ever launched
+// was closed exactly once.
+func (h *harness) shutdown() {
+	ctx, cancel := context.WithTimeout(context.Background(), wait)
+	defer cancel()
+	if h.l.gate != nil {
+		select {
+		case <-h.l.gate:
+		default:
+			close(h.l.gate)
+		}
+	}
+	if err := h.p.Close(ctx); err != nil {
+		h.t.Errorf("Close: %v", err)
+	}
+	h.check()
+	for _, f := range h.l.all() {
+		if n := f.closes.Load(); n != 1 {
+			h.t.Errorf("instance %v closed %d times, want 1", f, n)
+		}
+	}
+	if s := h.p.Stats(); s.UsedMB != 0 || len(s.Keys) != 0 || s.Closing != 0 {
+		h.t.Errorf("after Close: %+v", s)
+	}
+}
+
+func (h *harness) spec(key string, mb int64) Spec[*fakeInst] {
+	return Spec[*fakeInst]{
+		Key: key, App: "app", Fn: key, MemoryMB: mb,
+		IdleTimeout: 30 * time.Second,
+		Launch:      h.l.fn(key, mb),
+	}
+}
+
+func (h *harness) acquire(spec Spec[*fakeInst]) *Lease[*fakeInst] {
+	h.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), wait)
+	defer cancel()
+	l, err := h.p.Acquire(ctx, spec)
+	if err != nil {
+		h.t.Fatalf("Acquire(%s): %v", spec.Key, err)
+	}
+	if l.Instance().closes.Load() != 0 {
+		h.t.Fatalf("Acquire(%s) gave closed instance %v", spec.Key, l.Instance())
+	}
+	return l
+}
+
+type acquired struct {
+	l   *Lease[*fakeInst]
+	err error
+}
+
+// acquireAsync acquires in a goroutine that the test waits for through the
+// returned channel.
+func (h *harness) acquireAsync(ctx context.Context, spec Spec[*fakeInst]) <-chan acquired {
+	ch := make(chan acquired, 1)
+	go func() {
+		l, err := h.p.Acquire(ctx, spec)
+		ch <- acquired{l, err}
+	}()
+	return ch
+}
+
+func (h *harness) result(ch <-chan acquired) acquired {
+	h.t.Helper()
+	select {
+	case r := <-ch:
+		return r
+	case <-time.After(wait):
+		h.t.Fatal("Acquire did not return")
+		return acquired{}
+	}
+}
+
+// await waits until cond holds for the pool's stats; the pool's hooks wake
+// it after every change, so it never sleeps on a guess.
+func (h *harness) await(what string, cond func(Stats) bool) Stats {
+	h.t.Helper()
+	timeout := time.After(wait)
+	for {
+		s := h.p.Stats()
+		if cond(s) {
+			return s
+		}
+		select {
+		case <-h.poke:
+		case <-timeout:
+			h.t.Fatalf("waiting for %s; stats: %+v", what, s)
+		}
+	}
+}
+
+func (h *harness) awaitClosed(f *fakeInst) {
+	h.t.Helper()
+	select {
+	case <-f.closed:
+	case <-time.After(wait):
+		h.t.Fatalf("instance %v was not closed", f)
+	}
+	// The pool frees its memory just after Close returns.
+	h.await("close of "+f.String()+" to finish", func(s Stats) bool { return s.Closing == 0 })
+}
+
+func (h *harness) nextStarted() string {
+	h.t.Helper()
+	select {
+	case k := <-h.l.started:
+		return k
+	case <-time.After(wait):
+		h.t.Fatal("no launch started")
+		return ""
+	}
+}
+
+func keyStats(s Stats, key string) KeyStats {
+	for _, k := range s.Keys {
+		if k.Key == key && !k.Drained {
+			return k
+		}
+	}
+	return KeyStats{Key: key}
+}
+
+// check verifies the pool's bookkeeping against its lists.
+func (h *harness) check() {
+	h.t.Helper()
+	for _, err := range checkInvariants(h.p) {
+		h.t.Error(err)
+	}
+}
+
+func checkInvariants[I Instance](p *Pool[I]) (errs []error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
+	var idle, queued, waiting, starting, inflightKeys int
+	var idleMB, heldMB int64
+	fns := map[*fnCounts][3]int{}
+	for _, ks := range p.allKeys() {
+		if ks.forgotten {
+			bad("key %s forgotten but listed", ks.key)
+		}
+		n := 0
+		for e := ks.idle.head; e != nil; e = e.byKey.next {
+			n++
+			if e.state != stateIdle || e.ks != ks {
+				bad("key %s: idle list holds %v in state %d", ks.key, e.inst, e.state)
+			}
+			if _, ok := p.live[e]; !ok {
+				bad("idle instance not live")
+			}
+			idleMB += e.mb
+		}
+		if n != ks.idle.n {
+			bad("key %s: idle list has %d, count %d", ks.key, n, ks.idle.n)
+		}
+		if ks.idle.n > 0 && ks.withLaunch.n+ks.queued.n > 0 {
+			bad("key %s has both idle instances and waiters", ks.key)
+		}
+		if ks.drained && ks.idle.n > 0 {
+			bad("drained key %s has idle instances", ks.key)
+		}
+		for w := ks.withLaunch.head; w != nil; w = w.byKey.next {
+			if w.launch == nil || w.launch.owner != w || w.where != whereLaunch {
+				bad("key %s: waiter with launch is inconsistent", ks.key)
+			}
+		}
+		for w := ks.queued.head; w != nil; w = w.byKey.next {
+			if w.launch != nil || w.where != whereQueue {
+				bad("key %s: queued waiter is inconsistent", ks.key)
+			}
+		}
+		if ks.starting != ks.withLaunch.n+len(ks.orphans) {
+			bad("key %s: %d starting but %d waiters with launch and %d orphans",
+				ks.key, ks.starting, ks.withLaunch.n, len(ks.orphans))
+		}
+		if len(ks.orphans) > 0 && ks.queued.n > 0 {
+			bad("key %s: orphan launch while waiters are queued", ks.key)
+		}
+		idle += ks.idle.n
+		queued += ks.queued.n
+		waiting += ks.withLaunch.n + ks.queued.n
+		starting += ks.starting
+		inflightKeys += ks.busy
+		heldMB += int64(ks.starting) * ks.mb
+		c := fns[ks.fc]
+		fns[ks.fc] = [3]int{c[0] + ks.starting, c[1] + ks.idle.n, c[2] + ks.busy}
+	}
+	for fc, c := range fns {
+		if c != [3]int{fc.starting, fc.idle, fc.busy} {
+			bad("fn %s/%s counts %d/%d/%d, keys say %v", fc.app, fc.fn, fc.starting, fc.idle, fc.busy, c)
+		}
+	}
+	if idle != p.idle.n || idleMB != p.idleMB {
+		bad("pool idle %d (%d MB), keys say %d (%d MB)", p.idle.n, p.idleMB, idle, idleMB)
+	}
+	if queued != p.queue.n {
+		bad("pool queue %d, keys say %d", p.queue.n, queued)
+	}
+	if waiting != p.waiting {
+		bad("pool waiting %d, keys say %d", p.waiting, waiting)
+	}
+	if starting != len(p.launches) {
+		bad("%d launches, keys say %d starting", len(p.launches), starting)
+	}
+	for e := range p.live {
+		if e.state == stateClosing {
+			bad("closing instance still live")
+		}
+		heldMB += e.mb
+	}
+	if p.closing == 0 && heldMB != p.usedMB {
+		bad("usedMB %d, instances and launches hold %d", p.usedMB, heldMB)
+	}
+	if p.capacityMB > 0 && p.usedMB > p.capacityMB {
+		bad("usedMB %d over capacity %d", p.usedMB, p.capacityMB)
+	}
+	if !p.closed && p.queue.head != nil && p.capacityMB > 0 {
+		if over := p.usedMB + p.queue.head.ks.mb - p.capacityMB; over <= 0 || p.idleMB >= over {
+			bad("a queued waiter could have been admitted")
+		}
+	}
+	if !p.closed && inflightKeys != p.inflight {
+		bad("%d busy in keys, %d leases out", inflightKeys, p.inflight)
+	}
+	return errs
+}

@@ -1,0 +1,389 @@
+package protocol
+
+import (
+	"bufio"
+	"bytes"
+	"fmt"
+	"io"
+	"net/http"
+	"net/textproto"
+	"net/url"
+	"strconv"
+	"strings"
+)
+
+// The http format parses HTTP/1.1 itself rather than with net/http:
+// http.ReadRequest and http.ReadResponse read header lines without a bound
+// and a body without Content-Length until EOF, and on a stream shared by
+// every call of a hot container either one is a way for a function to take
+// kilnd's memory or to desynchronise it.
+
+// Headers the http format adds to a request, in canonical form.
+const (
+	hdrCallID     = "Fn_call_id"
+	hdrDeadline   = "Fn_deadline"
+	hdrMethod     = "Fn_method"
+	hdrRequestURL = "Fn_request_url"
+)
+
+// maxChunkLine bounds a chunk-size line, extensions included.
+const maxChunkLine = 4 << 10
+
+type httpCodec struct {
+	limits Limits
+}
+
+func (c *httpCodec) Format() string { return HTTP }
+
+func (c *httpCodec) WriteRequest(w io.Writer, req *Request) error {
+	if n := int64(len(req.Body)); n > c.limits.MaxBody {
+		return tooLarge(false, "request body", n, c.limits.MaxBody)
+	}
+	method := req.Method
+	if method == "" {
+		method = http.MethodGet
+	}
+	if !validToken(method) {
+		return fmt.Errorf("protocol: invalid method %q", method)
+	}
+	u, err := url.Parse(req.URL)
+	if err != nil {
+		return fmt.Errorf("protocol: request URL: %w", err)
+	}
+	if !validValue(req.URL) || !validValue(req.CallID) || !validValue(u.Host) || strings.ContainsAny(u.Host, " \t") {
+		return fmt.Errorf("protocol: request URL or call id holds control characters")
+	}
+	return writeFrame(w, func(b []byte) ([]byte, error) {
+		b = append(b, method...)
+		b = append(b, ' ')
+		b = appendTarget(b, u.RequestURI())
+		b = append(b, " HTTP/1.1\r\nHost: "...)
+		b = append(b, u.Host...)
+		b = append(b, "\r\n"...)
+		b, err := appendHTTPHeaders(b, req.Header, hdrCallID, hdrDeadline, hdrMethod, hdrRequestURL)
+		if err != nil {
+			return b, err
+		}
+		b = appendField(b, hdrCallID, req.CallID)
+		b = append(b, hdrDeadline+": "...)
+		b = appendDeadline(b, req.Deadline)
+		b = append(b, "\r\n"...)
+		b = appendField(b, hdrMethod, method)
+		b = appendField(b, hdrRequestURL, req.URL)
+		b = append(b, "Content-Length: "...)
+		b = appendInt(b, int64(len(req.Body)))
+		b = append(b, "\r\n\r\n"...)
+		return append(b, req.Body...), nil
+	})
+}
+
+// appendTarget percent-encodes what must not appear in a request line;
+// url.URL.RequestURI leaves a raw query as it came.
+func appendTarget(b []byte, target string) []byte {
+	if target == "" {
+		return append(b, '/')
+	}
+	for i := 0; i < len(target); i++ {
+		if c := target[i]; c <= ' ' || c >= 0x7f {
+			b = append(b, '%', "0123456789ABCDEF"[c>>4], "0123456789ABCDEF"[c&0xf])
+		} else {
+			b = append(b, c)
+		}
+	}
+	return b
+}
+
+func appendField(b []byte, k, v string) []byte {
+	b = append(b, k...)
+	b = append(b, ':', ' ')
+	b = append(b, v...)
+	return append(b, '\r', '\n')
+}
+
+func appendHTTPHeaders(b []byte, h http.Header, skip ...string) ([]byte, error) {
+	for _, k := range headerKeys(h, skip...) {
+		vs := h[k]
+		if err := checkHeader(k, vs); err != nil {
+			return b, fmt.Errorf("protocol: %w", err)
+		}
+		for _, v := range vs {
+			b = appendField(b, k, v)
+		}
+	}
+	return b, nil
+}
+
+func (c *httpCodec) WriteResponse(w io.Writer, resp *Response) error {
+	status, err := normStatus(resp.Status)
+	if err != nil {
+		return fmt.Errorf("protocol: %w", err)
+	}
+	body := resp.Body
+	if !bodyAllowed(status) {
+		body = nil
+	}
+	if n := int64(len(body)); n > c.limits.MaxBody {
+		return tooLarge(false, "response body", n, c.limits.MaxBody)
+	}
+	return writeFrame(w, func(b []byte) ([]byte, error) {
+		b = append(b, "HTTP/1.1 "...)
+		b = appendInt(b, int64(status))
+		b = append(b, ' ')
+		b = append(b, http.StatusText(status)...)
+		b = append(b, "\r\n"...)
+		b, err := appendHTTPHeaders(b, resp.Header)
+		if err != nil {
+			return b, err
+		}
+		if bodyAllowed(status) {
+			b = append(b, "Content-Length: "...)
+			b = appendInt(b, int64(len(body)))
+			b = append(b, "\r\n"...)
+		}
+		b = append(b, "\r\n"...)
+		return append(b, body...), nil
+	})
+}
+
+// bodyAllowed follows RFC 9112 section 6.3: 204 and 304 answers end with
+// their headers whatever they claim, as net/http also reads them.
+func bodyAllowed(status int) bool {
+	return status != http.StatusNoContent && status != http.StatusNotModified
+}
+
+func (c *httpCodec) ReadRequest(r *bufio.Reader) (*Request, error) {
+	budget := maxHeaderBytes
+	line, err := readStartLine(r, &budget)
+	if err != nil {
+		return nil, err
+	}
+	method, rest, ok1 := strings.Cut(line, " ")
+	target, proto, ok2 := strings.Cut(rest, " ")
+	if !ok1 || !ok2 || !validToken(method) || target == "" || !validValue(target) ||
+		strings.ContainsAny(target, " \t") || !httpVersion(proto) {
+		return nil, protoErrorf("http request line %q", clip(line))
+	}
+	h, err := readHeader(r, &budget)
+	if err != nil {
+		return nil, err
+	}
+	body, err := c.readBody(r, h, false)
+	if err != nil {
+		return nil, err
+	}
+	req := &Request{
+		CallID: h.Get(hdrCallID),
+		Method: method,
+		URL:    h.Get(hdrRequestURL),
+		Body:   body,
+	}
+	if req.Deadline, err = parseDeadline(h.Get(hdrDeadline)); err != nil {
+		return nil, protoErrorf("http request: %v", err)
+	}
+	if req.URL == "" {
+		req.URL = "http://" + h.Get("Host") + target
+	}
+	for _, k := range []string{hdrCallID, hdrDeadline, hdrMethod, hdrRequestURL} {
+		delete(h, k)
+	}
+	req.Header = cleanHeader(h)
+	return req, nil
+}
+
+func (c *httpCodec) ReadResponse(r *bufio.Reader) (*Response, error) {
+	budget := maxHeaderBytes
+	line, err := readStartLine(r, &budget)
+	if err != nil {
+		return nil, err
+	}
+	proto, rest, _ := strings.Cut(line, " ")
+	code, _, _ := strings.Cut(rest, " ")
+	if !httpVersion(proto) || len(code) != 3 {
+		return nil, protoErrorf("http status line %q", clip(line))
+	}
+	status, err := strconv.Atoi(code)
+	if err != nil || code[0] < '0' || code[0] > '9' {
+		return nil, protoErrorf("http status line %q", clip(line))
+	}
+	if _, err := normStatus(status); err != nil {
+		return nil, protoErrorf("http response: %v", err)
+	}
+	h, err := readHeader(r, &budget)
+	if err != nil {
+		return nil, err
+	}
+	var body []byte
+	if bodyAllowed(status) {
+		if body, err = c.readBody(r, h, true); err != nil {
+			return nil, err
+		}
+	}
+	return &Response{Status: status, Header: cleanHeader(h), Body: body}, nil
+}
+
+func httpVersion(s string) bool { return s == "HTTP/1.1" || s == "HTTP/1.0" }
+
+// readStartLine skips blank lines before a message, as RFC 9112 section 2.2
+// asks, and reports io.EOF only when the stream ended before any message.
+func readStartLine(r *bufio.Reader, budget *int) (string, error) {
+	for {
+		line, err := readLine(r, *budget)
+		if err == io.EOF {
+			return "", io.EOF
+		}
+		if err != nil {
+			return "", readError("http start line", err)
+		}
+		*budget -= len(line) + 1
+		if len(line) > 0 {
+			return string(line), nil
+		}
+	}
+}
+
+// readHeader reads header fields up to the empty line, within budget.
+func readHeader(r *bufio.Reader, budget *int) (http.Header, error) {
+	h := make(http.Header)
+	var last string
+	for {
+		if *budget <= 0 {
+			return nil, readError("http header", errLineTooLong)
+		}
+		line, err := readLine(r, *budget)
+		if err != nil {
+			return nil, readError("http header", err)
+		}
+		*budget -= len(line) + 1
+		if len(line) == 0 {
+			return h, nil
+		}
+		if line[0] == ' ' || line[0] == '\t' {
+			// obs-fold: RFC 9112 section 5.2 lets a recipient replace it by a space.
+			vs := h[last]
+			if last == "" {
+				return nil, protoErrorf("http header continues nothing")
+			}
+			v := textproto.TrimString(string(line))
+			if !validValue(v) {
+				return nil, protoErrorf("invalid value for header %q", last)
+			}
+			vs[len(vs)-1] += " " + v
+			continue
+		}
+		i := bytes.IndexByte(line, ':')
+		if i <= 0 {
+			return nil, protoErrorf("http header line %q", clip(string(line)))
+		}
+		k := string(line[:i])
+		v := textproto.TrimString(string(line[i+1:]))
+		if !validToken(k) {
+			return nil, protoErrorf("invalid header name %q", clip(k))
+		}
+		if !validValue(v) {
+			return nil, protoErrorf("invalid value for header %q", k)
+		}
+		last = textproto.CanonicalMIMEHeaderKey(k)
+		h[last] = append(h[last], v)
+	}
+}
+
+// readBody reads the body the header announces. A response must announce
+// one (Content-Length or chunked): reading until EOF would consume the
+// container's stdout for good. A request without either has none.
+func (c *httpCodec) readBody(r *bufio.Reader, h http.Header, response bool) ([]byte, error) {
+	if te, ok := h["Transfer-Encoding"]; ok {
+		if len(te) != 1 || !strings.EqualFold(te[0], "chunked") {
+			return nil, protoErrorf("unsupported transfer encoding %q", clip(strings.Join(te, ", ")))
+		}
+		return c.readChunked(r, response)
+	}
+	cl, ok := h["Content-Length"]
+	if !ok {
+		if response {
+			return nil, protoErrorf("http response has neither Content-Length nor chunked encoding")
+		}
+		return nil, nil
+	}
+	n, err := parseContentLength(cl)
+	if err != nil {
+		return nil, err
+	}
+	if n > c.limits.MaxBody {
+		return nil, tooLarge(response, "http body", n, c.limits.MaxBody)
+	}
+	body, err := readN(r, n)
+	if err != nil {
+		return nil, readError("http body", err)
+	}
+	return body, nil
+}
+
+func parseContentLength(vs []string) (int64, error) {
+	for _, v := range vs[1:] {
+		if v != vs[0] {
+			return 0, protoErrorf("conflicting Content-Length values")
+		}
+	}
+	v := vs[0]
+	if v == "" || len(v) > 18 || strings.Trim(v, "0123456789") != "" {
+		return 0, protoErrorf("invalid Content-Length %q", clip(v))
+	}
+	return strconv.ParseInt(v, 10, 64)
+}
+
+// readChunked reads a chunked body and its trailer section; the trailers
+// themselves are dropped since nothing downstream could use them.
+func (c *httpCodec) readChunked(r *bufio.Reader, response bool) ([]byte, error) {
+	var body []byte
+	for {
+		line, err := readLine(r, maxChunkLine)
+		if err != nil {
+			return nil, readError("http chunk size", err)
+		}
+		hex, _, _ := bytes.Cut(line, []byte(";"))
+		hex = bytes.TrimRight(hex, " \t")
+		if len(hex) == 0 || len(hex) > 15 {
+			return nil, protoErrorf("invalid chunk size %q", clip(string(line)))
+		}
+		size, err := strconv.ParseInt(string(hex), 16, 64)
+		if err != nil || size < 0 || hex[0] == '+' || hex[0] == '-' {
+			return nil, protoErrorf("invalid chunk size %q", clip(string(line)))
+		}
+		if size == 0 {
+			break
+		}
+		if total := int64(len(body)) + size; total > c.limits.MaxBody {
+			return nil, tooLarge(response, "chunked http body", total, c.limits.MaxBody)
+		}
+		if body, err = appendN(r, body, size); err != nil {
+			return nil, readError("http chunk", err)
+		}
+		crlf, err := readLine(r, 2)
+		if err != nil || len(crlf) != 0 {
+			if err == nil || err == errLineTooLong {
+				return nil, protoErrorf("http chunk not followed by CRLF")
+			}
+			return nil, readError("http chunk", err)
+		}
+	}
+	budget := maxHeaderBytes
+	for {
+		line, err := readLine(r, budget)
+		if err != nil {
+			return nil, readError("http trailer", err)
+		}
+		if len(line) == 0 {
+			break
+		}
+		budget -= len(line) + 1
+	}
+	return body, nil
+}
+
+// clip shortens what an error message quotes from a frame.
+func clip(s string) string {
+	if len(s) > 64 {
+		return s[:64] + "..."
+	}
+	return s
+}

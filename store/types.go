@@ -1,0 +1,62 @@
+package store
+
+import (
+	"errors"
+	"time"
+)
+
+// Sentinel errors; callers test them with errors.Is.
+var (
+	ErrNotFound = errors.New("not found")
+	ErrConflict = errors.New("already exists")
+)
+
+// App groups fns and carries config shared by them.
+type App struct {
+	ID          string            `json:"id"`
+	Name        string            `json:"name"`
+	Config      map[string]string `json:"config,omitempty"`
+	Annotations map[string]any    `json:"annotations,omitempty"`
+	CreatedAt   time.Time         `json:"created_at"`
+	UpdatedAt   time.Time         `json:"updated_at"`
+}
+
+// Fn is a function: an image, a format and its limits.
+type Fn struct {
+	ID          string            `json:"id"`
+	Name        string            `json:"name"`
+	AppID       string            `json:"app_id"`
+	Image       string            `json:"image"`
+	Format      string            `json:"format"`
+	Memory      int64             `json:"memory"`         // MB
+	CPUs        int64             `json:"cpus,omitempty"` // milli-CPU; 0 means no quota
+	Timeout     int               `json:"timeout"`        // seconds
+	IdleTimeout int               `json:"idle_timeout"`   // seconds
+	Config      map[string]string `json:"config,omitempty"`
+	Annotations map[string]any    `json:"annotations,omitempty"`
+	CreatedAt   time.Time         `json:"created_at"`
+	UpdatedAt   time.Time         `json:"updated_at"`
+}
+
+// Trigger maps an app-relative path (type http) to a fn.
+type Trigger struct {
+	ID          string         `json:"id"`
+	Name        string         `json:"name"`
+	AppID       string         `json:"app_id"`
+	FnID        string         `json:"fn_id"`
+	Type        string         `json:"type"`
+	Source      string         `json:"source"`
+	Annotations map[string]any `json:"annotations,omitempty"`
+	CreatedAt   time.Time      `json:"created_at"`
+	UpdatedAt   time.Time      `json:"updated_at"`
+}
+
+// ListOptions selects one page of a list. Cursor is opaque to callers:
+// it is the NextCursor of the previous page.
+type ListOptions struct {
+	Name    string
+	AppID   string
+	FnID    string
+	Cursor  string
+	PerPage int
+}
