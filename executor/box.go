@@ -95,19 +95,46 @@ func (r *Runtime) create(ctx context.Context, f *Function, kind string, extraEnv
 	if err != nil {
 		return nil, wrapContainerd(fmt.Sprintf("wait task %q", id), err)
 	}
-	go func() {
-		st, ok := <-exitCh
-		if ok {
-			b.exitStatus = st
-		} else {
-			b.exitStatus = *containerd.NewExitStatus(containerd.UnknownExitStatus, time.Time{}, fmt.Errorf("wait cancelled"))
-		}
-		close(b.exited)
-	}()
+	go b.waitExit(waitCtx, exitCh)
 	if err := b.task.Start(ctx); err != nil {
 		return nil, wrapContainerd(fmt.Sprintf("start task %q", id), err)
 	}
 	return b, nil
+}
+
+// waitExit records the task's exit. A Wait that fails is containerd going
+// away (a restart), not the task exiting: the shim and the container live
+// on, so kiln waits again once containerd is back rather than throwing a
+// healthy container away.
+func (b *box) waitExit(ctx context.Context, exitCh <-chan containerd.ExitStatus) {
+	defer close(b.exited)
+	for {
+		st, ok := <-exitCh
+		switch {
+		case ok && st.Error() == nil:
+			b.exitStatus = st
+			return
+		case ok && cerrdefs.IsNotFound(st.Error()):
+			// The task is gone: it exited while nobody was watching.
+			b.exitStatus = st
+			return
+		case ctx.Err() != nil:
+			b.exitStatus = *containerd.NewExitStatus(containerd.UnknownExitStatus, time.Time{}, ctx.Err())
+			return
+		}
+		select {
+		case <-ctx.Done():
+			b.exitStatus = *containerd.NewExitStatus(containerd.UnknownExitStatus, time.Time{}, ctx.Err())
+			return
+		case <-time.After(250 * time.Millisecond):
+		}
+		next, err := b.task.Wait(ctx)
+		if err != nil {
+			b.exitStatus = *containerd.NewExitStatus(containerd.UnknownExitStatus, time.Time{}, err)
+			return
+		}
+		exitCh = next
+	}
 }
 
 func (r *Runtime) ensureUnpacked(ctx context.Context, img containerd.Image) error {
@@ -164,9 +191,6 @@ func (b *box) destroy(grace time.Duration) {
 					b.log.Warn("task did not exit 5s after SIGKILL; deleting it anyway")
 				}
 			}
-			if _, err := b.task.Delete(ctx, containerd.WithProcessKill); err != nil && !cerrdefs.IsNotFound(err) {
-				b.log.WithError(err).Warn("delete task")
-			}
 		}
 		if b.stopWait != nil {
 			b.stopWait()
@@ -175,8 +199,27 @@ func (b *box) destroy(grace time.Duration) {
 			b.dio.Cancel()
 			_ = b.dio.Close()
 		}
-		if err := b.container.Delete(ctx, containerd.WithSnapshotCleanup); err != nil && !cerrdefs.IsNotFound(err) {
-			b.log.WithError(err).Warn("delete container")
+		// containerd may be restarting; keep trying until the cleanup
+		// deadline rather than leak the container.
+		for {
+			var err error
+			if b.task != nil {
+				_, err = b.task.Delete(ctx, containerd.WithProcessKill)
+				if cerrdefs.IsNotFound(err) {
+					err = nil
+				}
+			}
+			if err == nil {
+				err = b.container.Delete(ctx, containerd.WithSnapshotCleanup)
+			}
+			if err == nil || cerrdefs.IsNotFound(err) {
+				break
+			}
+			if ctx.Err() != nil {
+				b.log.WithError(err).Warn("remove container; the next start's orphan sweep will")
+				break
+			}
+			time.Sleep(250 * time.Millisecond)
 		}
 	})
 }

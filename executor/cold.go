@@ -16,9 +16,13 @@ import (
 // RunCold serves one call of a `default` format fn: a fresh container per
 // call, the body on stdin then EOF, stdout until exit is the response.
 func (r *Runtime) RunCold(ctx context.Context, f *Function, req *protocol.Request, logs io.Writer) (*protocol.Response, error) {
+	start := time.Now()
 	b, err := r.create(ctx, f, "cold", protocol.DefaultEnv(req))
 	if err != nil {
 		return nil, err
+	}
+	if r.onColdStart != nil {
+		r.onColdStart(f.AppName, f.FnName, time.Since(start))
 	}
 	defer b.destroy(0)
 

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -154,11 +155,11 @@ func (h *Hot) Call(ctx context.Context, req *protocol.Request, logs io.Writer) (
 	if !h.inCall.CompareAndSwap(false, true) {
 		return nil, fmt.Errorf("container %q is already serving a call", h.box.id)
 	}
+	// The sink stays set after the call: stderr a function wrote just
+	// before its response may be read a moment after it, and still
+	// belongs to this call. The next call replaces it.
 	h.current.Store(&callSink{id: req.CallID, logs: logs})
-	defer func() {
-		h.current.Store(nil)
-		h.inCall.Store(false)
-	}()
+	defer h.inCall.Store(false)
 	stop := context.AfterFunc(ctx, func() { h.fail(callAborted(ctx)) })
 	defer stop()
 
@@ -181,6 +182,10 @@ func (h *Hot) Call(ctx context.Context, req *protocol.Request, logs io.Writer) (
 			err = fmt.Errorf("stdout closed before a response")
 		}
 		h.fail(fmt.Errorf("%w: %w", errdefs.ErrFunction, err))
+		if ctx.Err() == nil && errors.Is(err, protocol.ErrProtocol) && !errors.Is(err, io.ErrUnexpectedEOF) {
+			// A bad frame from a live process: say what was wrong with it.
+			return nil, h.failErr
+		}
 		return nil, h.callError(ctx)
 	}
 	if n := h.stdout.Buffered(); n > 0 {
@@ -205,7 +210,11 @@ func (h *Hot) callError(ctx context.Context) error {
 	// A crash shows up as EOF on stdout a moment before the exit status;
 	// give the status a moment so the error can name the exit code.
 	if code, ok := h.box.exitCode(500 * time.Millisecond); ok {
-		return h.box.r.exitError(h.box, code)
+		err := h.box.r.exitError(h.box, code)
+		if errors.Is(h.failErr, protocol.ErrProtocol) {
+			return fmt.Errorf("%w, mid-response (%s)", err, strings.TrimPrefix(h.failErr.Error(), errdefs.ErrFunction.Error()+": "))
+		}
+		return err
 	}
 	return h.failErr
 }

@@ -62,6 +62,8 @@ type Runtime struct {
 	digestsMu sync.Mutex
 	digests   map[string]cachedDigest
 
+	onColdStart func(app, fn string, took time.Duration)
+
 	oomMu sync.Mutex
 	ooms  map[string]time.Time
 
@@ -108,6 +110,10 @@ func New(cfg Config) (*Runtime, error) {
 	go r.watchEvents(ctx)
 	return r, nil
 }
+
+// OnColdStart sets a callback for every cold (one-call) container start.
+// Set it before serving.
+func (r *Runtime) OnColdStart(f func(app, fn string, took time.Duration)) { r.onColdStart = f }
 
 // Close stops the runtime's background work. Containers are the pool's
 // to remove; Close does not touch them.

@@ -121,4 +121,3 @@ func withMemoryNoSwap(limit int64) oci.SpecOpts {
 		return nil
 	}
 }
-

@@ -860,3 +860,39 @@ func TestCancelledContext(t *testing.T) {
 		t.Fatalf("GetApp on a cancelled ctx: %v", err)
 	}
 }
+
+func TestSaveCallsBatch(t *testing.T) {
+	ctx := context.Background()
+	st := newTest(t)
+	app, err := st.CreateApp(ctx, &App{Name: "batch"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	fn, err := st.CreateFn(ctx, &Fn{Name: "f", AppID: app.ID, Image: "img", Format: "json"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := &Call{ID: st.NewID(), FnID: fn.ID, AppID: app.ID, Status: CallRunning}
+	b := &Call{ID: st.NewID(), FnID: "gone", AppID: app.ID, Status: CallRunning}
+	if err := st.SaveCalls(ctx, []CallWrite{{Call: a}, {Call: b}}); err != nil {
+		t.Fatal(err)
+	}
+	a2 := *a
+	a2.Status = CallSuccess
+	if err := st.SaveCalls(ctx, []CallWrite{{Call: &a2, Log: []byte("line\n")}}); err != nil {
+		t.Fatal(err)
+	}
+	got, err := st.GetCall(ctx, fn.ID, a.ID)
+	if err != nil || got.Status != CallSuccess {
+		t.Fatalf("got %+v, %v", got, err)
+	}
+	if running, _ := st.ListCallsByStatus(ctx, CallRunning, 0); len(running) != 0 {
+		t.Fatalf("status index kept the old status: %d running", len(running))
+	}
+	if log, _ := st.GetCallLog(ctx, fn.ID, a.ID); string(log) != "line\n" {
+		t.Fatalf("log %q", log)
+	}
+	if _, err := st.GetCall(ctx, "gone", b.ID); err == nil {
+		t.Fatal("a call of an unknown fn was stored")
+	}
+}

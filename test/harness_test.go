@@ -142,9 +142,17 @@ type kilnd struct {
 	args    []string
 	exited  chan struct{}
 	http    *http.Client
+	// embedded kilnds run their own containerd under the data dir; ctr
+	// is a client of whichever containerd this kilnd uses.
+	embedded       bool
+	ctr            *containerd.Client
+	embeddedDaemon *executor.Daemon
 }
 
 type kilndOption func(*kilnd)
+
+// embeddedContainerd makes kilnd start and supervise its own containerd.
+func embeddedContainerd() kilndOption { return func(k *kilnd) { k.embedded = true } }
 
 // withArgs adds kilnd flags.
 func withArgs(args ...string) kilndOption { return func(k *kilnd) { k.args = append(k.args, args...) } }
@@ -181,12 +189,39 @@ func startKilnd(t *testing.T, opts ...kilndOption) *kilnd {
 	}
 	t.Cleanup(func() {
 		k.stop(syscall.SIGTERM, 60*time.Second)
+		if k.embedded {
+			k.reopenEmbedded()
+		}
 		k.assertNothingLeft()
+		if k.embedded {
+			k.ctr.Close()
+			k.embeddedDaemon.Stop()
+		}
 		if t.Failed() {
 			k.dumpLog()
 		}
 	})
 	return k
+}
+
+// reopenEmbedded starts the stopped kilnd's containerd again, on its data
+// dir, so the leak check can look inside it.
+func (k *kilnd) reopenEmbedded() {
+	k.t.Helper()
+	log := logrus.New()
+	log.SetOutput(io.Discard)
+	d, err := executor.StartContainerd(context.Background(), filepath.Join(k.dataDir, "containerd"), logrus.NewEntry(log))
+	if err != nil {
+		k.t.Fatalf("reopen kilnd's containerd for the leak check: %v", err)
+	}
+	k.embeddedDaemon = d
+	if k.ctr != nil {
+		k.ctr.Close()
+	}
+	k.ctr, err = containerd.New(d.Address())
+	if err != nil {
+		k.t.Fatal(err)
+	}
 }
 
 func (k *kilnd) start() {
@@ -196,8 +231,12 @@ func (k *kilnd) start() {
 	if err != nil {
 		t.Fatal(err)
 	}
-	args := append([]string{"--listen", k.addr, "--containerd", env.containerd.Address(),
-		"--data-dir", k.dataDir, "--namespace", k.ns}, k.args...)
+	args := []string{"--listen", k.addr, "--data-dir", k.dataDir, "--namespace", k.ns}
+	if !k.embedded {
+		args = append(args, "--containerd", env.containerd.Address())
+		k.ctr = env.client
+	}
+	args = append(args, k.args...)
 	k.cmd = exec.Command(env.kilndBin, args...)
 	k.cmd.Stdout, k.cmd.Stderr = logf, logf
 	if err := k.cmd.Start(); err != nil {
@@ -216,6 +255,13 @@ func (k *kilnd) start() {
 		if err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == 200 {
+				if k.embedded && k.ctr == nil {
+					c, err := containerd.New(executor.SocketPath(filepath.Join(k.dataDir, "containerd")))
+					if err != nil {
+						t.Fatal(err)
+					}
+					k.ctr = c
+				}
 				return
 			}
 		}
@@ -275,7 +321,7 @@ func (k *kilnd) ctrCtx() context.Context {
 // containers lists the containers in kilnd's namespace.
 func (k *kilnd) containers() []containerd.Container {
 	k.t.Helper()
-	list, err := env.client.Containers(k.ctrCtx())
+	list, err := k.ctr.Containers(k.ctrCtx())
 	if err != nil {
 		k.t.Fatalf("list containers: %v", err)
 	}
@@ -294,12 +340,12 @@ func (k *kilnd) assertNothingLeft() {
 		}
 		k.t.Errorf("containers left in namespace %s: %v", k.ns, ids)
 	}
-	tasks, err := env.client.TaskService().List(ctx, nil)
+	tasks, err := k.ctr.TaskService().List(ctx, nil)
 	if err == nil && len(tasks.Tasks) > 0 {
 		k.t.Errorf("%d tasks left in namespace %s", len(tasks.Tasks), k.ns)
 	}
 	var snaps []string
-	_ = env.client.SnapshotService(containerd.DefaultSnapshotter).Walk(ctx, func(_ context.Context, info snapshots.Info) error {
+	_ = k.ctr.SnapshotService(containerd.DefaultSnapshotter).Walk(ctx, func(_ context.Context, info snapshots.Info) error {
 		if strings.HasPrefix(info.Name, "kiln-") {
 			snaps = append(snaps, info.Name)
 		}

@@ -19,6 +19,7 @@ import (
 
 	"github.com/kiln-run/kiln/api"
 	"github.com/kiln-run/kiln/executor"
+	"github.com/kiln-run/kiln/metrics"
 	"github.com/kiln-run/kiln/pool"
 	"github.com/kiln-run/kiln/protocol"
 	"github.com/kiln-run/kiln/store"
@@ -122,10 +123,32 @@ func (m *Main) Open(ctx context.Context) error {
 		}
 	}
 	m.log.WithField("capacity_mb", capacity).Info("memory for containers")
-	m.pool = pool.New[api.HotInstance](pool.Config{CapacityMB: capacity})
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	mx := metrics.New(reg)
+	mx.SetMemory(0, capacity)
+	m.pool = pool.New[api.HotInstance](pool.Config{
+		CapacityMB: capacity,
+		Hooks: pool.Hooks{
+			Launched: func(app, fn string, took time.Duration, err error) {
+				if err != nil {
+					m.log.WithError(err).WithFields(logrus.Fields{"app": app, "fn": fn}).Warn("container launch failed")
+					return
+				}
+				mx.ContainerStart.WithLabelValues(app, fn, "hot").Inc()
+				mx.StartSeconds.Observe(took.Seconds())
+			},
+			Evicted:    func(app, fn string) { mx.Evictions.Inc() },
+			QueueWait:  func(app, fn string, waited time.Duration) { mx.QueueWait.Observe(waited.Seconds()) },
+			Changed:    mx.SetContainers,
+			MemoryUsed: mx.SetMemory,
+		},
+	})
+	m.runtime.OnColdStart(func(app, fn string, took time.Duration) {
+		mx.ContainerStart.WithLabelValues(app, fn, "cold").Inc()
+		mx.StartSeconds.Observe(took.Seconds())
+	})
 	m.api = api.New(api.Config{
 		Store:      m.store,
 		Pool:       m.pool,
@@ -136,6 +159,10 @@ func (m *Main) Open(ctx context.Context) error {
 		Logger:     m.log,
 		Version:    Version,
 		Health:     func(r *http.Request) error { return m.runtime.Health(r.Context()) },
+		Metrics:    mx,
+		CallLogCap: m.cfg.CallLogCap,
+		CallsPerFn: m.cfg.CallsPerFn,
+		CallMaxAge: m.cfg.CallMaxAge,
 	})
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
@@ -166,11 +193,15 @@ func (m *Main) Close(ctx context.Context) error {
 	var errs []error
 	if m.api != nil {
 		m.api.SetDraining()
+		m.api.StopAsync()
 	}
 	if m.pool != nil {
 		if err := m.pool.Close(ctx); err != nil {
 			errs = append(errs, fmt.Errorf("drain: %w", err))
 		}
+	}
+	if m.api != nil {
+		m.api.Close()
 	}
 	if m.http != nil {
 		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)

@@ -1,0 +1,170 @@
+package api
+
+import (
+	"context"
+	"sync"
+	"time"
+
+	"github.com/sirupsen/logrus"
+
+	"github.com/kiln-run/kiln/store"
+)
+
+// callLog collects one call's stderr up to a cap. The container's stderr
+// reader writes to it while the call and the recorder read it, so it
+// locks; it allocates nothing for a call that logs nothing.
+type callLog struct {
+	mu        sync.Mutex
+	buf       []byte
+	max       int
+	truncated bool
+}
+
+func (l *callLog) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.truncated {
+		return len(p), nil
+	}
+	room := l.max - len(l.buf)
+	if len(p) > room {
+		l.buf = append(l.buf, p[:room]...)
+		l.truncated = true
+		return len(p), nil
+	}
+	l.buf = append(l.buf, p...)
+	return len(p), nil
+}
+
+// Bytes returns a copy of the log, marked when it was cut at the cap.
+func (l *callLog) Bytes() []byte {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	out := append([]byte(nil), l.buf...)
+	if l.truncated {
+		if len(out) > 0 && out[len(out)-1] != '\n' {
+			out = append(out, '\n')
+		}
+		out = append(out, []byte("[log truncated at "+itoa(l.max)+" bytes]\n")...)
+	}
+	return out
+}
+
+func itoa(n int) string {
+	if n == 0 {
+		return "0"
+	}
+	var b [20]byte
+	i := len(b)
+	for n > 0 {
+		i--
+		b[i] = byte('0' + n%10)
+		n /= 10
+	}
+	return string(b[i:])
+}
+
+type recordItem struct {
+	call *store.Call
+	log  *callLog
+}
+
+// recorder writes the records of synchronous calls in batches: a hot
+// call takes tens of microseconds and must not wait for a disk sync.
+// A record reaches the store within flushEvery of the call's end; a
+// crash loses at most that window of sync-call records (never a detached
+// call, which the store holds before it is answered). The batch delay
+// also lets stderr that trails a response land in the call's log.
+type recorder struct {
+	store   *store.Store
+	log     *logrus.Entry
+	items   chan recordItem
+	keepN   int
+	keepFor time.Duration
+
+	stop chan struct{}
+	wg   sync.WaitGroup
+}
+
+const flushEvery = 25 * time.Millisecond
+
+func newRecorder(st *store.Store, log *logrus.Entry, keepN int, keepFor time.Duration) *recorder {
+	r := &recorder{store: st, log: log, items: make(chan recordItem, 4096), keepN: keepN, keepFor: keepFor, stop: make(chan struct{})}
+	r.wg.Add(1)
+	go r.run()
+	return r
+}
+
+// put queues a copy of c (the caller may keep changing its own).
+func (r *recorder) put(c *store.Call, log *callLog) {
+	if r == nil {
+		return
+	}
+	cp := *c
+	select {
+	case r.items <- recordItem{call: &cp, log: log}:
+	case <-r.stop:
+	}
+}
+
+func (r *recorder) run() {
+	defer r.wg.Done()
+	prune := time.NewTicker(time.Minute)
+	defer prune.Stop()
+	var batch []recordItem
+	for {
+		select {
+		case it := <-r.items:
+			batch = append(batch[:0], it)
+			timer := time.NewTimer(flushEvery)
+		collect:
+			for len(batch) < 512 {
+				select {
+				case it := <-r.items:
+					batch = append(batch, it)
+				case <-timer.C:
+					break collect
+				case <-r.stop:
+					break collect
+				}
+			}
+			timer.Stop()
+			r.flush(batch)
+		case <-prune.C:
+			if n, err := r.store.PruneCalls(context.Background(), r.keepN, r.keepFor, time.Now()); err != nil {
+				r.log.WithError(err).Warn("prune call records")
+			} else if n > 0 {
+				r.log.WithField("calls", n).Debug("pruned call records")
+			}
+		case <-r.stop:
+			for {
+				select {
+				case it := <-r.items:
+					batch = append(batch[:0], it)
+					r.flush(batch)
+				default:
+					return
+				}
+			}
+		}
+	}
+}
+
+func (r *recorder) flush(batch []recordItem) {
+	writes := make([]store.CallWrite, len(batch))
+	for i, it := range batch {
+		writes[i].Call = it.call
+		if it.log != nil {
+			writes[i].Log = it.log.Bytes()
+		}
+	}
+	if err := r.store.SaveCalls(context.Background(), writes); err != nil {
+		r.log.WithError(err).WithField("calls", len(writes)).Error("save call records")
+	}
+}
+
+// close writes what is queued and stops.
+func (r *recorder) close() {
+	close(r.stop)
+	r.wg.Wait()
+}

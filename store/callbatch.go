@@ -1,0 +1,64 @@
+package store
+
+import (
+	"context"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// CallWrite is one call record to upsert, with the call's whole log when
+// it has one. Logs here are final: capping happens before, in memory.
+type CallWrite struct {
+	Call *Call
+	Log  []byte
+}
+
+// SaveCalls upserts many call records (and their logs) in one
+// transaction. Synchronous calls are recorded this way, in batches, so a
+// hot call does not wait for a disk sync of its own. A record whose fn
+// was deleted meanwhile is dropped, not an error: its calls went with it.
+func (s *Store) SaveCalls(ctx context.Context, writes []CallWrite) error {
+	if len(writes) == 0 {
+		return nil
+	}
+	return s.update(ctx, func(tx *bolt.Tx) error {
+		for _, w := range writes {
+			c := w.Call
+			if _, err := getFn(tx, c.FnID); err != nil {
+				continue
+			}
+			calls, err := tx.Bucket(bktCalls).CreateBucketIfNotExists([]byte(c.FnID))
+			if err != nil {
+				return err
+			}
+			idx := tx.Bucket(bktCallStatuses)
+			if old := calls.Get([]byte(c.ID)); old != nil {
+				prev, err := decodeCall(old)
+				if err == nil && prev.Status != c.Status {
+					if err := idx.Delete(statusKey(prev.Status, c.ID, c.FnID)); err != nil {
+						return err
+					}
+				}
+			}
+			if c.Status == "" {
+				c.Status = CallQueued
+			}
+			if err := putJSON(calls, []byte(c.ID), c.stored()); err != nil {
+				return err
+			}
+			if err := idx.Put(statusKey(c.Status, c.ID, c.FnID), nil); err != nil {
+				return err
+			}
+			if len(w.Log) > 0 {
+				logs, err := tx.Bucket(bktCallLogs).CreateBucketIfNotExists([]byte(c.FnID))
+				if err != nil {
+					return err
+				}
+				if err := logs.Put([]byte(c.ID), w.Log); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	})
+}
