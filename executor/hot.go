@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -186,7 +185,11 @@ func (h *Hot) Call(ctx context.Context, req *protocol.Request, logs io.Writer) (
 			// A bad frame from a live process: say what was wrong with it.
 			return nil, h.failErr
 		}
-		return nil, h.callError(ctx)
+		err = h.callError(ctx)
+		if errors.Is(err, errdefs.ErrFunction) && !errors.Is(err, protocol.ErrProtocol) {
+			err = fmt.Errorf("%w, in the middle of its response", err)
+		}
+		return nil, err
 	}
 	if n := h.stdout.Buffered(); n > 0 {
 		h.fail(fmt.Errorf("%w: %w: %d bytes after the response frame", errdefs.ErrFunction, protocol.ErrProtocol, n))
@@ -210,11 +213,7 @@ func (h *Hot) callError(ctx context.Context) error {
 	// A crash shows up as EOF on stdout a moment before the exit status;
 	// give the status a moment so the error can name the exit code.
 	if code, ok := h.box.exitCode(500 * time.Millisecond); ok {
-		err := h.box.r.exitError(h.box, code)
-		if errors.Is(h.failErr, protocol.ErrProtocol) {
-			return fmt.Errorf("%w, mid-response (%s)", err, strings.TrimPrefix(h.failErr.Error(), errdefs.ErrFunction.Error()+": "))
-		}
-		return err
+		return h.box.r.exitError(h.box, code)
 	}
 	return h.failErr
 }

@@ -47,6 +47,13 @@ type Config struct {
 	// GroupShims makes the containers of one fn share a shim process.
 	GroupShims bool
 	Logger     *logrus.Entry
+	// InsecureRegistries are host[:port] entries pulled from over plain
+	// HTTP; an entry without a port covers every port of the host.
+	InsecureRegistries []string
+	// RegistryConfigPath is a docker config.json with registry
+	// credentials; empty means $DOCKER_CONFIG/config.json or
+	// ~/.docker/config.json.
+	RegistryConfigPath string
 }
 
 // Runtime starts function containers. It is safe for concurrent use.

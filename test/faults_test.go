@@ -26,7 +26,7 @@ func TestFunctionFaults(t *testing.T) {
 		within       time.Duration
 	}{
 		{"crash", "crash=3", 502, "exited with code 3", 2 * time.Second},
-		{"partial frame then exit", "partial", 502, "", 2 * time.Second},
+		{"partial frame then exit", "partial", 502, "in the middle of its response", 2 * time.Second},
 		{"garbage only", "garbage-only", 502, "function wrote an invalid response", 2 * time.Second},
 		{"garbage after frame", "garbage", 502, "function wrote an invalid response", 2 * time.Second},
 		{"hang past timeout", "hang", 504, "timed out", 5 * time.Second},

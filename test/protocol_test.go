@@ -2,6 +2,7 @@ package test
 
 import (
 	"bytes"
+	"encoding/json"
 	"crypto/rand"
 	"net/http"
 	"strings"
@@ -72,11 +73,16 @@ func TestDefaultFormatIsCold(t *testing.T) {
 	k := startKilnd(t)
 	d := k.deploy("cold", "once", testfnImage, "default", nil)
 	for i := 0; i < 2; i++ {
-		resp, body := k.do("POST", "/t/cold/once?a=b", strings.NewReader("in-"+string(rune('0'+i))), http.Header{"X-Thing": {"v1"}})
-		if resp.StatusCode != 200 || string(body) != "in-"+string(rune('0'+i)) {
+		want := "in-" + string(rune('0'+i))
+		resp, body := k.do("POST", "/t/cold/once", strings.NewReader(want), nil)
+		if resp.StatusCode != 200 || string(body) != want {
 			t.Fatalf("status %d body %q", resp.StatusCode, body)
 		}
-		info := decodeEcho(t, resp)
+		resp, body = k.do("POST", "/t/cold/once?a=b", strings.NewReader(want), http.Header{"X-Thing": {"v1"}, "X-Test-Action": {"info"}})
+		var info echoInfo
+		if err := json.Unmarshal(body, &info); resp.StatusCode != 200 || err != nil {
+			t.Fatalf("info call: %d %q %v", resp.StatusCode, body, err)
+		}
 		if info.Env["FN_CALL_ID"] != resp.Header.Get("Fn-Call-Id") || info.Env["FN_METHOD"] != "POST" ||
 			!strings.HasSuffix(info.Env["FN_REQUEST_URL"], "/t/cold/once?a=b") || info.Env["FN_HEADER_X-Thing"] != "v1" {
 			t.Fatalf("env %v", info.Env)

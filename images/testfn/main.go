@@ -1,0 +1,356 @@
+// Command testfn is the function kiln's end-to-end tests deploy. It is
+// well behaved by default (it echoes) and misbehaves on request, in every
+// format, so the tests can check how kiln copes with crashes, hangs, bad
+// frames, log floods, memory hogs and sandbox escapes.
+//
+// The request header X-Test-Action picks the behaviour (in the default
+// format it arrives as FN_HEADER_X-Test-Action):
+//
+//	echo (or absent)  200 with the request body; X-Echo-Info describes the call
+//	sleep=<duration>  sleep, then echo
+//	crash=<code>      log a line, exit with code, no answer
+//	hang              never answer
+//	garbage           a valid frame followed by "GARBAGE\n"
+//	garbage-only      "this is not a frame\n"
+//	partial           the first half of a valid frame, then exit 0
+//	flood=<MB>        that many MB of ~100-byte stderr lines, then echo
+//	alloc=<MB>        allocate and touch that many MB, keep them, then echo
+//	stderr=<text>     log text, then echo
+//	fork=<n>          start n child processes that sleep 30 s; report how many started
+//	write-root        try to create /kiln-probe; "ok" or the error
+//	connect=<addr>    TCP dial with a 1 s timeout; "connected" or the error
+//	id                uid, gid and the CapEff line of /proc/self/status
+//	info              the X-Echo-Info JSON as the body (the default format
+//	                  has no response headers to carry it)
+//
+// Echo also honours X-Want-Status: <code> (that status, plus X-Test-Status
+// with the same value) and X-Want-Header-<Name>: v (response header Name: v).
+//
+// It is a static binary that needs nothing from its filesystem, so it runs
+// in an empty image, read-only, as any uid.
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/kiln-run/kiln/images/go/fdk"
+	"github.com/kiln-run/kiln/protocol"
+)
+
+// childEnv marks a process started by the fork action.
+const childEnv = "TESTFN_CHILD"
+
+func main() {
+	if os.Getenv(childEnv) == "1" {
+		d := 30 * time.Second
+		// Only testfn's own tests shorten it, to leave no processes behind.
+		if v, err := time.ParseDuration(os.Getenv("TESTFN_CHILD_SLEEP")); err == nil {
+			d = v
+		}
+		time.Sleep(d)
+		return
+	}
+	fdk.Handle(fdk.HandlerFunc(new(testfn).serve))
+}
+
+type testfn struct {
+	mu sync.Mutex
+	// hoard keeps alloc's memory reachable across calls, so the container's
+	// usage grows the way a leaking function's would.
+	hoard [][]byte
+}
+
+func (f *testfn) serve(ctx context.Context, in io.Reader, out io.Writer) {
+	fc := fdk.GetContext(ctx)
+	body, err := io.ReadAll(in)
+	if err != nil {
+		fail(out, http.StatusBadRequest, "reading body: %v", err)
+		return
+	}
+	action, arg, _ := strings.Cut(fc.Header().Get("X-Test-Action"), "=")
+	switch action {
+	case "", "echo":
+	case "sleep":
+		d, err := time.ParseDuration(arg)
+		if err != nil {
+			fail(out, http.StatusBadRequest, "sleep: %v", err)
+			return
+		}
+		time.Sleep(d)
+	case "crash":
+		code, err := strconv.Atoi(arg)
+		if err != nil {
+			fail(out, http.StatusBadRequest, "crash: %v", err)
+			return
+		}
+		fmt.Fprintf(os.Stderr, "testfn: crashing with exit code %d\n", code)
+		os.Exit(code)
+	case "hang":
+		fmt.Fprintln(os.Stderr, "testfn: hanging")
+		// Sleeping rather than select{}: with nothing else running the
+		// runtime would call a bare select a deadlock and crash.
+		for {
+			time.Sleep(time.Hour)
+		}
+	case "garbage", "garbage-only", "partial":
+		misbehave(out, fc.Format(), action)
+		return
+	case "flood":
+		mb, err := strconv.ParseFloat(arg, 64)
+		if err != nil || mb < 0 {
+			fail(out, http.StatusBadRequest, "flood: bad size %q", arg)
+			return
+		}
+		flood(int64(mb * (1 << 20)))
+	case "alloc":
+		mb, err := strconv.ParseFloat(arg, 64)
+		if err != nil || mb < 0 {
+			fail(out, http.StatusBadRequest, "alloc: bad size %q", arg)
+			return
+		}
+		f.alloc(int64(mb * (1 << 20)))
+	case "stderr":
+		fmt.Fprintln(os.Stderr, arg)
+	case "fork":
+		n, err := strconv.Atoi(arg)
+		if err != nil || n < 0 {
+			fail(out, http.StatusBadRequest, "fork: bad count %q", arg)
+			return
+		}
+		fork(out, n)
+		return
+	case "write-root":
+		answer(out, writeRoot())
+		return
+	case "connect":
+		answer(out, connect(arg))
+		return
+	case "id":
+		answer(out, identity())
+		return
+	case "info":
+		echo(ctx, nil, out, true)
+		return
+	default:
+		fail(out, http.StatusBadRequest, "unknown X-Test-Action %q", action)
+		return
+	}
+	echo(ctx, body, out, false)
+}
+
+func echo(ctx context.Context, body []byte, out io.Writer, infoAsBody bool) {
+	fc := fdk.GetContext(ctx)
+	h := fc.Header()
+	var deadline string
+	if d := fc.Deadline(); !d.IsZero() {
+		deadline = d.UTC().Format(time.RFC3339Nano)
+	}
+	host, _ := os.Hostname()
+	info, err := json.Marshal(map[string]any{
+		"call_id":     fc.CallID(),
+		"deadline":    deadline,
+		"method":      fc.Method(),
+		"request_url": fc.RequestURL(),
+		"format":      fc.Format(),
+		"headers":     h,
+		"env":         environment(),
+		"pid":         os.Getpid(),
+		"container":   host,
+	})
+	if err != nil {
+		fail(out, http.StatusInternalServerError, "echo info: %v", err)
+		return
+	}
+	if infoAsBody {
+		out.Write(info)
+		return
+	}
+	fdk.SetHeader(out, "X-Echo-Info", string(info))
+	if ct := h.Get("Content-Type"); ct != "" {
+		fdk.SetHeader(out, "Content-Type", ct)
+	}
+	for k, vs := range h {
+		if name, ok := strings.CutPrefix(k, "X-Want-Header-"); ok && name != "" {
+			for _, v := range vs {
+				fdk.AddHeader(out, name, v)
+			}
+		}
+	}
+	if s := h.Get("X-Want-Status"); s != "" {
+		code, err := strconv.Atoi(s)
+		if err != nil {
+			fail(out, http.StatusBadRequest, "X-Want-Status: %v", err)
+			return
+		}
+		fdk.SetHeader(out, "X-Test-Status", s)
+		fdk.WriteStatus(out, code)
+	}
+	out.Write(body)
+}
+
+// environment is the process environment the tests may check, without
+// the variables every container has for reasons unrelated to kiln.
+func environment() map[string]string {
+	env := make(map[string]string)
+	for _, kv := range os.Environ() {
+		k, v, _ := strings.Cut(kv, "=")
+		switch k {
+		case "PATH", "HOME", "HOSTNAME", "TERM":
+			continue
+		}
+		env[k] = v
+	}
+	return env
+}
+
+// misbehave writes to the raw stdout what no well-behaved function would.
+func misbehave(out io.Writer, format, action string) {
+	stdout, ok := fdk.Hijack(out)
+	if !ok {
+		fail(out, http.StatusInternalServerError, "cannot hijack stdout")
+		return
+	}
+	if action == "garbage-only" {
+		// Not a status line, not JSON: no format can parse it.
+		stdout.Write([]byte("this is not a frame\n"))
+		return
+	}
+	frame := validFrame(format)
+	switch action {
+	case "garbage":
+		// One write, so the excess reaches kiln together with the frame.
+		stdout.Write(append(frame, "GARBAGE\n"...))
+	case "partial":
+		// os.Stdout is unbuffered: the half frame is out before the exit.
+		stdout.Write(frame[:len(frame)/2])
+		fmt.Fprintln(os.Stderr, "testfn: exiting after half a frame")
+		os.Exit(0)
+	}
+}
+
+func validFrame(format string) []byte {
+	resp := &protocol.Response{
+		Status: http.StatusOK,
+		Header: http.Header{"Content-Type": {"text/plain"}},
+		Body:   []byte("a valid response frame from testfn\n"),
+	}
+	codec, err := protocol.New(format, protocol.Limits{})
+	if err != nil {
+		// The default format's "frame" is the body itself.
+		return resp.Body
+	}
+	var buf bytes.Buffer
+	if err := codec.WriteResponse(&buf, resp); err != nil {
+		panic(err)
+	}
+	return buf.Bytes()
+}
+
+func flood(n int64) {
+	w := bufio.NewWriterSize(os.Stderr, 64<<10)
+	pad := strings.Repeat("x", 100-len("testfn flood 00000000 \n"))
+	for i := int64(0); i*100 < n; i++ {
+		fmt.Fprintf(w, "testfn flood %08d %s\n", i, pad)
+	}
+	w.Flush()
+}
+
+func (f *testfn) alloc(n int64) {
+	b := make([]byte, n)
+	// Touch every page so the memory is resident, not just reserved.
+	for i := 0; i < len(b); i += 4096 {
+		b[i] = 1
+	}
+	f.mu.Lock()
+	f.hoard = append(f.hoard, b)
+	f.mu.Unlock()
+}
+
+func fork(out io.Writer, n int) {
+	exe, err := os.Executable()
+	if err != nil {
+		exe = os.Args[0]
+	}
+	started := 0
+	var first error
+	for range n {
+		cmd := exec.Command(exe)
+		cmd.Env = append(os.Environ(), childEnv+"=1")
+		// Not nil: os/exec would open /dev/null, which an empty image may
+		// lack. Never our stdout: that is kiln's channel.
+		cmd.Stdin = strings.NewReader("")
+		cmd.Stdout = io.Discard
+		cmd.Stderr = os.Stderr
+		if err := cmd.Start(); err != nil {
+			if first == nil {
+				first = err
+			}
+			continue
+		}
+		started++
+		go cmd.Wait() // reap it when it exits
+	}
+	fdk.SetHeader(out, "X-Fork-Started", strconv.Itoa(started))
+	msg := fmt.Sprintf("started %d of %d", started, n)
+	if first != nil {
+		msg += fmt.Sprintf("; first error: %v", first)
+	}
+	answer(out, msg)
+}
+
+func writeRoot() string {
+	const path = "/kiln-probe"
+	if err := os.WriteFile(path, []byte("kiln probe\n"), 0o644); err != nil {
+		return err.Error()
+	}
+	os.Remove(path)
+	return "ok"
+}
+
+func connect(addr string) string {
+	conn, err := net.DialTimeout("tcp", addr, time.Second)
+	if err != nil {
+		return err.Error()
+	}
+	conn.Close()
+	return "connected"
+}
+
+func identity() string {
+	s := fmt.Sprintf("uid=%d gid=%d\n", os.Getuid(), os.Getgid())
+	status, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return s + fmt.Sprintf("CapEff:\tunknown (%v)", err)
+	}
+	for line := range strings.SplitSeq(string(status), "\n") {
+		if strings.HasPrefix(line, "CapEff:") {
+			return s + line
+		}
+	}
+	return s + "CapEff:\tunknown (no such line)"
+}
+
+func answer(out io.Writer, text string) {
+	fdk.SetHeader(out, "Content-Type", "text/plain; charset=utf-8")
+	io.WriteString(out, text+"\n")
+}
+
+func fail(out io.Writer, code int, format string, args ...any) {
+	msg := fmt.Sprintf(format, args...)
+	fmt.Fprintln(os.Stderr, "testfn:", msg)
+	fdk.WriteStatus(out, code)
+	answer(out, msg)
+}
