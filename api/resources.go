@@ -27,6 +27,7 @@ const (
 	defaultMemory      = 128
 	defaultTimeout     = 30
 	defaultIdleTimeout = 30
+	defaultTmpfsSize   = 64
 )
 
 func (s *Server) registerResources(mux *http.ServeMux) {
@@ -327,6 +328,7 @@ type fnBody struct {
 	CPUs        *milliCPUs        `json:"cpus"`
 	Timeout     *int              `json:"timeout"`
 	IdleTimeout *int              `json:"idle_timeout"`
+	TmpfsSize   *int64            `json:"tmpfs_size"`
 	Config      map[string]string `json:"config"`
 	Annotations map[string]any    `json:"annotations"`
 	CreatedAt   *time.Time        `json:"created_at"`
@@ -391,6 +393,9 @@ func applyFnBody(f *store.Fn, b *fnBody) {
 	if b.IdleTimeout != nil && *b.IdleTimeout != 0 {
 		f.IdleTimeout = *b.IdleTimeout
 	}
+	if b.TmpfsSize != nil && *b.TmpfsSize != 0 {
+		f.TmpfsSize = *b.TmpfsSize
+	}
 	f.Config = mergeConfig(f.Config, b.Config)
 	f.Annotations = mergeAnnotations(f.Annotations, b.Annotations)
 }
@@ -411,6 +416,7 @@ func (s *Server) createFn(w http.ResponseWriter, r *http.Request) {
 		Memory:      defaultMemory,
 		Timeout:     defaultTimeout,
 		IdleTimeout: defaultIdleTimeout,
+		TmpfsSize:   defaultTmpfsSize,
 	}
 	applyFnBody(fn, &body)
 	if err := validateFn(fn); err != nil {
@@ -486,7 +492,8 @@ func (s *Server) updateFn(w http.ResponseWriter, r *http.Request) {
 func containerChanged(a, b *store.Fn) bool {
 	return a.Name != b.Name || a.Image != b.Image || a.Format != b.Format ||
 		a.Memory != b.Memory || a.CPUs != b.CPUs || a.Timeout != b.Timeout ||
-		a.IdleTimeout != b.IdleTimeout || !maps.Equal(a.Config, b.Config)
+		a.IdleTimeout != b.IdleTimeout || a.TmpfsSize != b.TmpfsSize || !maps.Equal(a.Config, b.Config) ||
+		fmt.Sprint(a.Annotations[annotationNetwork]) != fmt.Sprint(b.Annotations[annotationNetwork])
 }
 
 func (s *Server) deleteFn(w http.ResponseWriter, r *http.Request) {

@@ -19,10 +19,15 @@ const (
 	maxCPUs        = 64000
 	maxTimeout     = 300
 	maxIdleTimeout = 3600
+	maxTmpfsSize   = 4096
 	maxNameLen     = 255
 	maxSourceLen   = 1024
 	maxAnnKeyLen   = 128
 )
+
+// annotationNetwork lets a fn ask for the node's network; kilnd grants it
+// only with --allow-host-network.
+const annotationNetwork = "kiln.io/network"
 
 var (
 	nameRE   = regexp.MustCompile(`^[A-Za-z0-9_.-]+$`)
@@ -149,6 +154,12 @@ func validateFn(f *store.Fn) error {
 	}
 	if f.IdleTimeout < 1 || f.IdleTimeout > maxIdleTimeout {
 		return invalid("fn", "idle_timeout", "must be between 1 and %d seconds", maxIdleTimeout)
+	}
+	if f.TmpfsSize < 0 || f.TmpfsSize > maxTmpfsSize {
+		return invalid("fn", "tmpfs_size", "must be between 1 and %d MB", maxTmpfsSize)
+	}
+	if v, ok := f.Annotations[annotationNetwork]; ok && v != "host" && v != "none" {
+		return invalid("fn", "annotations", "%s must be \"host\" or \"none\"", annotationNetwork)
 	}
 	if err := validateConfig("fn", f.Config); err != nil {
 		return err

@@ -289,6 +289,7 @@ func newHarness(t *testing.T, cfg Config) *harness {
 		},
 	}
 	h.p = New[*fakeInst](cfg)
+	h.p.afterUnlock = func() { h.record(func() {}) }
 	t.Cleanup(h.shutdown)
 	return h
 }

@@ -58,6 +58,8 @@ type Spec[I Instance] struct {
 	IdleTimeout time.Duration
 	// Launch starts one instance. Its ctx is the pool's, not the
 	// caller's: it ends at Config.LaunchTimeout or when the pool closes.
+	// When it fails it must leave nothing behind: the pool frees the
+	// memory at once.
 	Launch func(ctx context.Context) (I, error)
 }
 
@@ -92,8 +94,9 @@ type Hooks struct {
 	Launched func(app, fn string, took time.Duration, err error)
 	// Evicted reports an idle instance closed to make room for another key.
 	Evicted func(app, fn string)
-	// QueueWait reports how long an Acquire waited, whatever the outcome;
-	// Acquires served by an idle instance at once do not report.
+	// QueueWait reports how long an Acquire waited, for a launch or in
+	// the queue, whatever the outcome; Acquires served by an idle
+	// instance at once do not report.
 	QueueWait func(app, fn string, waited time.Duration)
 	// Closed reports every Instance.Close, with what it returned.
 	Closed func(app, fn string, err error)
@@ -247,6 +250,9 @@ type Pool[I Instance] struct {
 	reapTimer  Timer
 	reapAt     time.Time
 	reapGen    uint64
+
+	// afterUnlock lets tests wait for any state change without sleeping.
+	afterUnlock func()
 }
 
 func entryByKey[I Instance](e *entry[I]) *links[entry[I]]      { return &e.byKey }
@@ -362,12 +368,15 @@ func (p *Pool[I]) Acquire(ctx context.Context, spec Spec[I]) (*Lease[I], error) 
 	}
 	p.mu.Lock()
 	if w.served {
+		p.mu.Unlock()
+		r := <-w.ch
+		if r.err != nil {
+			p.reportWait(ks, since)
+			return nil, r.err
+		}
 		// Served just as ctx ended: the caller has no time left to
 		// use it, so it goes to the next caller.
-		p.mu.Unlock()
-		if r := <-w.ch; r.err == nil {
-			(&Lease[I]{p: p, e: r.e}).Release()
-		}
+		(&Lease[I]{p: p, e: r.e}).Release()
 	} else {
 		p.removeWaiter(w)
 		p.admit()
@@ -471,11 +480,7 @@ func (p *Pool[I]) Close(ctx context.Context) error {
 		}
 	}
 	p.closed = true
-	if p.reapTimer != nil {
-		p.reapTimer.Stop()
-		p.reapTimer = nil
-	}
-	p.reapGen++
+	p.stopReaper()
 	for l := range p.launches {
 		l.cancel()
 	}
@@ -580,6 +585,9 @@ func (p *Pool[I]) unlock() {
 		}
 	}
 	p.mu.Unlock()
+	if p.afterUnlock != nil {
+		p.afterUnlock()
+	}
 }
 
 func (p *Pool[I]) touch(fc *fnCounts) {
@@ -773,7 +781,7 @@ func (p *Pool[I]) runLaunch(ctx context.Context, l *launchOp[I], launch func(con
 	if err == nil {
 		inst, err = launch(ctx)
 		if err == nil && any(inst) == nil {
-			err = errors.New("Launch returned no instance and no error")
+			err = errors.New("launch returned neither an instance nor an error")
 		}
 	}
 	fc := l.ks.fc
@@ -989,13 +997,27 @@ func (p *Pool[I]) arm(at time.Time) {
 	if p.closed || (p.reapTimer != nil && !at.Before(p.reapAt)) {
 		return
 	}
-	if p.reapTimer != nil {
-		p.reapTimer.Stop()
-	}
-	p.reapGen++
+	p.stopReaper()
 	gen := p.reapGen
 	p.reapAt = at
-	p.reapTimer = p.clock.AfterFunc(max(at.Sub(p.clock.Now()), 0), func() { p.reap(gen) })
+	// The pending callback counts as a pool goroutine, so Close waits for
+	// one that is already running; it is uncounted again when it ends, or
+	// when Stop keeps it from ever running.
+	p.wg.Add(1)
+	p.reapTimer = p.clock.AfterFunc(max(at.Sub(p.clock.Now()), 0), func() {
+		defer p.wg.Done()
+		p.reap(gen)
+	})
+}
+
+// stopReaper cancels the pending reap. One whose callback already started
+// finds its generation outdated and does nothing.
+func (p *Pool[I]) stopReaper() {
+	p.reapGen++
+	if p.reapTimer != nil && p.reapTimer.Stop() {
+		p.wg.Done()
+	}
+	p.reapTimer = nil
 }
 
 // reap closes instances idle longer than their key's IdleTimeout. It runs
@@ -1003,7 +1025,7 @@ func (p *Pool[I]) arm(at time.Time) {
 func (p *Pool[I]) reap(gen uint64) {
 	p.mu.Lock()
 	if p.closed || gen != p.reapGen {
-		p.mu.Unlock() // a timer that was stopped too late
+		p.mu.Unlock() // stopped too late
 		return
 	}
 	p.reapTimer = nil

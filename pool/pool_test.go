@@ -97,22 +97,29 @@ func TestColdBurstLaunchesOnlyWhatIsNeeded(t *testing.T) {
 			spec := h.spec("k", 128)
 			ctx, cancel := context.WithTimeout(context.Background(), wait)
 			defer cancel()
-			results := make([]<-chan acquired, tt.callers)
-			for i := range results {
-				results[i] = h.acquireAsync(ctx, spec)
+			errs := make(chan error, tt.callers)
+			for range tt.callers {
+				go func() {
+					l, err := h.p.Acquire(ctx, spec)
+					if err == nil {
+						l.Release()
+					}
+					errs <- err
+				}()
 			}
 			h.await("every caller waiting", func(s Stats) bool { return s.Waiting == tt.callers })
 			if s := h.p.Stats(); s.Launching != tt.want {
 				t.Fatalf("%d launches under way for %d callers, want %d", s.Launching, tt.callers, tt.want)
 			}
 			close(h.l.gate)
-			for _, ch := range results {
-				r := h.result(ch)
-				if r.err != nil {
-					t.Fatal(r.err)
+			for range tt.callers {
+				if err := <-errs; err != nil {
+					t.Fatal(err)
 				}
-				r.l.Release()
 			}
+			// Callers may be served by others' instances before every
+			// launch is done; the ones left go idle.
+			h.await("launches to finish", func(s Stats) bool { return s.Launching == 0 })
 			if n := int(h.l.launches.Load()); n != tt.want {
 				t.Errorf("%d launches, want %d", n, tt.want)
 			}
@@ -141,6 +148,9 @@ func TestReleaseHandsOffToWaiter(t *testing.T) {
 			if c.idle != 0 {
 				t.Errorf("instance went through idle: %+v", c)
 			}
+		}
+		if h.waits != 2 { // the launch for a, the hand-off for the waiter
+			t.Errorf("QueueWait reported %d times, want 2", h.waits)
 		}
 		h.mu.Unlock()
 		r.l.Release()
@@ -507,6 +517,21 @@ func TestDoneInstances(t *testing.T) {
 		}
 		h.check()
 	})
+	t.Run("dead idle one is skipped by Acquire", func(t *testing.T) {
+		h := newHarness(t, Config{})
+		l := h.acquire(h.spec("k", 128))
+		l.Release()
+		l.Instance().exit()
+		// Whether the watcher or Acquire notices first, the dead one
+		// is never handed out.
+		n := h.acquire(h.spec("k", 128))
+		if n.Instance() == l.Instance() {
+			t.Fatal("got a dead instance")
+		}
+		n.Release()
+		h.awaitClosed(l.Instance())
+		h.check()
+	})
 	t.Run("dead on arrival fails its caller", func(t *testing.T) {
 		h := newHarness(t, Config{})
 		h.l.exitEarly = func(n int) bool { return n == 1 }
@@ -804,6 +829,30 @@ func TestCloseCancelsLaunches(t *testing.T) {
 	defer h.mu.Unlock()
 	if len(h.launched) != 1 || !errors.Is(h.launched[0], context.Canceled) {
 		t.Errorf("launch ended with %v, want context.Canceled", h.launched)
+	}
+}
+
+func TestCloseFailsQueuedCallers(t *testing.T) {
+	h := newHarness(t, Config{CapacityMB: 128})
+	l := h.acquire(h.spec("k", 128))
+	queued := []<-chan acquired{
+		h.acquireAsync(context.Background(), h.spec("k", 128)),
+		h.acquireAsync(context.Background(), h.spec("other", 128)),
+	}
+	h.await("two queued callers", func(s Stats) bool { return s.Queued == 2 })
+	closed := make(chan error, 1)
+	go func() { closed <- h.p.Close(context.Background()) }()
+	for _, ch := range queued {
+		if r := h.result(ch); !errors.Is(r.err, ErrClosed) {
+			t.Fatalf("queued caller got %v, want ErrClosed", r.err)
+		}
+	}
+	l.Release()
+	if err := <-closed; err != nil {
+		t.Fatal(err)
+	}
+	if n := h.l.launches.Load(); n != 1 {
+		t.Errorf("%d launches, want 1", n)
 	}
 }
 

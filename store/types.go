@@ -23,15 +23,17 @@ type App struct {
 
 // Fn is a function: an image, a format and its limits.
 type Fn struct {
-	ID          string            `json:"id"`
-	Name        string            `json:"name"`
-	AppID       string            `json:"app_id"`
-	Image       string            `json:"image"`
-	Format      string            `json:"format"`
-	Memory      int64             `json:"memory"`         // MB
-	CPUs        int64             `json:"cpus,omitempty"` // milli-CPU; 0 means no quota
-	Timeout     int               `json:"timeout"`        // seconds
-	IdleTimeout int               `json:"idle_timeout"`   // seconds
+	ID          string `json:"id"`
+	Name        string `json:"name"`
+	AppID       string `json:"app_id"`
+	Image       string `json:"image"`
+	Format      string `json:"format"`
+	Memory      int64  `json:"memory"`         // MB
+	CPUs        int64  `json:"cpus,omitempty"` // milli-CPU; 0 means no quota
+	Timeout     int    `json:"timeout"`        // seconds
+	IdleTimeout int    `json:"idle_timeout"`   // seconds
+	// TmpfsSize is the size of the fn's writable /tmp in MB (default 64).
+	TmpfsSize   int64             `json:"tmpfs_size,omitempty"`
 	Config      map[string]string `json:"config,omitempty"`
 	Annotations map[string]any    `json:"annotations,omitempty"`
 	CreatedAt   time.Time         `json:"created_at"`

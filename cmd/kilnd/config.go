@@ -26,6 +26,9 @@ type Config struct {
 	CallLogCap      int
 	CallsPerFn      int
 	CallMaxAge      time.Duration
+	// AllowHostNetwork lets fns annotated kiln.io/network=host share the
+	// node's network namespace.
+	AllowHostNetwork bool
 }
 
 func defaultDataDir() string {
@@ -77,6 +80,7 @@ func parseFlags(args []string, getenv func(string) string) (Config, error) {
 	fs.Int64Var(&c.MaxBody, "max-body", maxBody, "largest request or response body in bytes (KILN_MAX_BODY)")
 	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", 5*time.Minute, "how long a stop waits for in-flight calls")
 	fs.BoolVar(&c.GroupShims, "group-shims", env("KILN_GROUP_SHIMS", "true") == "true", "containers of one fn share a shim process (KILN_GROUP_SHIMS)")
+	fs.BoolVar(&c.AllowHostNetwork, "allow-host-network", env("KILN_ALLOW_HOST_NETWORK", "") == "true", "let fns annotated kiln.io/network=host use the node's network (KILN_ALLOW_HOST_NETWORK)")
 	fs.IntVar(&c.CallLogCap, "call-log-cap", 1<<20, "stderr bytes kept per call")
 	fs.IntVar(&c.CallsPerFn, "calls-per-fn", 1000, "call records kept per fn")
 	fs.DurationVar(&c.CallMaxAge, "call-max-age", 24*time.Hour, "call records older than this are dropped")

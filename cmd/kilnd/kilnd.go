@@ -18,6 +18,7 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/kiln-run/kiln/api"
+	"github.com/kiln-run/kiln/errdefs"
 	"github.com/kiln-run/kiln/executor"
 	"github.com/kiln-run/kiln/metrics"
 	"github.com/kiln-run/kiln/pool"
@@ -152,7 +153,7 @@ func (m *Main) Open(ctx context.Context) error {
 	m.api = api.New(api.Config{
 		Store:      m.store,
 		Pool:       m.pool,
-		Runtime:    &runtimeAdapter{rt: m.runtime, store: m.store},
+		Runtime:    &runtimeAdapter{rt: m.runtime, store: m.store, allowHostNetwork: m.cfg.AllowHostNetwork},
 		Images:     &imagesAdapter{rt: m.runtime},
 		AdminToken: m.cfg.AdminToken,
 		MaxBody:    m.cfg.MaxBody,
@@ -229,8 +230,9 @@ func (m *Main) Close(ctx context.Context) error {
 
 // runtimeAdapter turns store records into the executor's Function.
 type runtimeAdapter struct {
-	rt    *executor.Runtime
-	store *store.Store
+	rt               *executor.Runtime
+	store            *store.Store
+	allowHostNetwork bool
 }
 
 func (a *runtimeAdapter) function(ctx context.Context, app *store.App, fn *store.Fn) *executor.Function {
@@ -243,7 +245,8 @@ func (a *runtimeAdapter) function(ctx context.Context, app *store.App, fn *store
 	}
 	f := &executor.Function{
 		AppName: app.Name, FnName: fn.Name, FnID: fn.ID, Image: fn.Image, Format: fn.Format,
-		MemoryMB: fn.Memory, MilliCPUs: fn.CPUs, Config: cfg,
+		MemoryMB: fn.Memory, MilliCPUs: fn.CPUs, Config: cfg, TmpfsMB: fn.TmpfsSize,
+		HostNetwork: fn.Annotations[annotationNetwork] == "host",
 	}
 	if trigs, _, err := a.store.ListTriggers(ctx, store.ListOptions{FnID: fn.ID}); err == nil {
 		for _, t := range trigs {
@@ -256,8 +259,25 @@ func (a *runtimeAdapter) function(ctx context.Context, app *store.App, fn *store
 	return f
 }
 
+// annotationNetwork is how a fn asks for the node's network namespace.
+const annotationNetwork = "kiln.io/network"
+
+// checkNetwork refuses host networking unless the operator allowed it: a
+// fn on the node's network can reach kilnd and everything else there.
+func (a *runtimeAdapter) checkNetwork(f *executor.Function) error {
+	if f.HostNetwork && !a.allowHostNetwork {
+		return fmt.Errorf("fn %q asks for host networking (%s), which this kilnd does not allow (--allow-host-network): %w",
+			f.FnName, annotationNetwork, errdefs.ErrInvalid)
+	}
+	return nil
+}
+
 func (a *runtimeAdapter) StartHot(ctx context.Context, app *store.App, fn *store.Fn) (api.HotInstance, error) {
-	h, err := a.rt.StartHot(ctx, a.function(ctx, app, fn))
+	f := a.function(ctx, app, fn)
+	if err := a.checkNetwork(f); err != nil {
+		return nil, err
+	}
+	h, err := a.rt.StartHot(ctx, f)
 	if err != nil {
 		return nil, err
 	}
@@ -265,7 +285,11 @@ func (a *runtimeAdapter) StartHot(ctx context.Context, app *store.App, fn *store
 }
 
 func (a *runtimeAdapter) RunCold(ctx context.Context, app *store.App, fn *store.Fn, req *protocol.Request, logs io.Writer) (*protocol.Response, error) {
-	return a.rt.RunCold(ctx, a.function(ctx, app, fn), req, logs)
+	f := a.function(ctx, app, fn)
+	if err := a.checkNetwork(f); err != nil {
+		return nil, err
+	}
+	return a.rt.RunCold(ctx, f, req, logs)
 }
 
 func (a *runtimeAdapter) ImageID(ctx context.Context, ref string) (string, error) {
