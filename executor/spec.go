@@ -62,6 +62,11 @@ const cpuPeriod = 100000 // µs; the kernel default CFS period
 // specOpts builds the container's OCI spec: the image's config, then the
 // fn's env and limits, then kiln's hardening, so an image cannot loosen it.
 func (f *Function) specOpts(img containerd.Image, imageUser string, extraEnv []string) []oci.SpecOpts {
+	return append([]oci.SpecOpts{oci.WithImageConfig(img)}, f.limits(imageUser, extraEnv)...)
+}
+
+// limits is everything of the spec that does not come from the image.
+func (f *Function) limits(imageUser string, extraEnv []string) []oci.SpecOpts {
 	memBytes := f.MemoryMB << 20
 	tmpfs := f.TmpfsMB
 	if tmpfs <= 0 {
@@ -72,7 +77,6 @@ func (f *Function) specOpts(img containerd.Image, imageUser string, extraEnv []s
 		pids = 128
 	}
 	opts := []oci.SpecOpts{
-		oci.WithImageConfig(img),
 		oci.WithEnv(append(f.env(), extraEnv...)),
 		oci.WithHostname("kiln"),
 		oci.WithRootFSReadonly(),

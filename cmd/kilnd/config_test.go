@@ -1,0 +1,49 @@
+package main
+
+import (
+	"testing"
+	"time"
+)
+
+func TestParseFlags(t *testing.T) {
+	cases := []struct {
+		name    string
+		args    []string
+		env     map[string]string
+		check   func(Config) bool
+		wantErr bool
+	}{
+		{name: "defaults", check: func(c Config) bool {
+			return c.Listen == "127.0.0.1:8080" && c.Namespace == "kiln" && c.LogFormat == "text" &&
+				c.Containerd == "" && c.MaxBody == 6<<20 && c.GroupShims && !c.AllowHostNetwork
+		}},
+		{name: "env", env: map[string]string{"KILN_LISTEN": ":9", "KILN_NAMESPACE": "ns", "KILN_MAX_MEMORY": "512", "KILN_ADMIN_TOKEN": "t"},
+			check: func(c Config) bool {
+				return c.Listen == ":9" && c.Namespace == "ns" && c.MaxMemoryMB == 512 && c.AdminToken == "t"
+			}},
+		{name: "flags beat env", args: []string{"--listen", ":10", "--log-format", "json", "--call-max-age", "1h"},
+			env:   map[string]string{"KILN_LISTEN": ":9"},
+			check: func(c Config) bool { return c.Listen == ":10" && c.LogFormat == "json" && c.CallMaxAge == time.Hour }},
+		{name: "bad log format", args: []string{"--log-format", "xml"}, wantErr: true},
+		{name: "bad env number", env: map[string]string{"KILN_MAX_MEMORY": "lots"}, wantErr: true},
+		{name: "stray argument", args: []string{"serve"}, wantErr: true},
+		{name: "negative memory", args: []string{"--max-memory", "-1"}, wantErr: true},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			cfg, err := parseFlags(c.args, func(k string) string { return c.env[k] })
+			if c.wantErr {
+				if err == nil {
+					t.Fatalf("want an error, got %+v", cfg)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !c.check(cfg) {
+				t.Fatalf("config %+v", cfg)
+			}
+		})
+	}
+}
