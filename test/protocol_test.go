@@ -2,8 +2,8 @@ package test
 
 import (
 	"bytes"
-	"encoding/json"
 	"crypto/rand"
+	"encoding/json"
 	"net/http"
 	"strings"
 	"testing"
