@@ -144,6 +144,8 @@ type kilnd struct {
 	http    *http.Client
 	// embedded kilnds run their own containerd under the data dir; ctr
 	// is a client of whichever containerd this kilnd uses.
+	adminToken     string
+	anonymous      bool // send no admin token (to test refusals)
 	embedded       bool
 	ctr            *containerd.Client
 	embeddedDaemon *executor.Daemon
@@ -153,6 +155,15 @@ type kilndOption func(*kilnd)
 
 // embeddedContainerd makes kilnd start and supervise its own containerd.
 func embeddedContainerd() kilndOption { return func(k *kilnd) { k.embedded = true } }
+
+// withAdminToken guards kilnd's /v2 API with a token; the harness's own
+// requests send it.
+func withAdminToken(token string) kilndOption {
+	return func(k *kilnd) {
+		k.adminToken = token
+		k.args = append(k.args, "--admin-token", token)
+	}
+}
 
 // withArgs adds kilnd flags.
 func withArgs(args ...string) kilndOption { return func(k *kilnd) { k.args = append(k.args, args...) } }
@@ -368,6 +379,9 @@ func (k *kilnd) do(method, path string, body io.Reader, header http.Header) (*ht
 	}
 	for key, v := range header {
 		req.Header[key] = v
+	}
+	if k.adminToken != "" && strings.HasPrefix(path, "/v2/") && !k.anonymous {
+		req.Header.Set("Authorization", "Bearer "+k.adminToken)
 	}
 	resp, err := k.http.Do(req)
 	if err != nil {
