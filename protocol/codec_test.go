@@ -695,10 +695,10 @@ func TestCloudEventData(t *testing.T) {
 	// A function's answer: string data is text, other data raw JSON.
 	for frame, want := range map[string]string{
 		`{"contentType":"text/plain","data":"hello"}`:                                       "hello",
-		`{"contentType":"application/json","data":{"k": "v"}}`:                             `{"k": "v"}`,
-		`{"contentType":"application/json","data":null}`:                                   "null",
-		`{"contentType":"text/plain","data":null}`:                                         "",
-		`{"contentType":"text/plain"}`:                                                     "",
+		`{"contentType":"application/json","data":{"k": "v"}}`:                              `{"k": "v"}`,
+		`{"contentType":"application/json","data":null}`:                                    "null",
+		`{"contentType":"text/plain","data":null}`:                                          "",
+		`{"contentType":"text/plain"}`:                                                      "",
 		`{"extensions":{"protocol":{"status_code":404,"headers":{"X":["y"]}}},"data":"nf"}`: "nf",
 	} {
 		got, err := c.ReadResponse(reader([]byte(frame)))

@@ -205,8 +205,8 @@ func (c *httpCodec) ReadResponse(r *bufio.Reader) (*Response, error) {
 	if err != nil || code[0] < '0' || code[0] > '9' {
 		return nil, protoErrorf("http status line %q", clip(line))
 	}
-	if _, err := normStatus(status); err != nil {
-		return nil, protoErrorf("http response: %v", err)
+	if status < 200 {
+		return nil, protoErrorf("http status %d is not a final status", status)
 	}
 	h, err := readHeader(r, &budget)
 	if err != nil {
@@ -267,7 +267,11 @@ func readHeader(r *bufio.Reader, budget *int) (http.Header, error) {
 			if !validValue(v) {
 				return nil, protoErrorf("invalid value for header %q", last)
 			}
-			vs[len(vs)-1] += " " + v
+			if prev := vs[len(vs)-1]; prev == "" {
+				vs[len(vs)-1] = v
+			} else if v != "" {
+				vs[len(vs)-1] = prev + " " + v
+			}
 			continue
 		}
 		i := bytes.IndexByte(line, ':')
