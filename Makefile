@@ -4,7 +4,7 @@ GO        ?= go
 BIN       := bin
 VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS   := -s -w -X main.Version=$(VERSION)
-PKGS_UNIT := ./protocol/... ./pool/... ./store/... ./api/... ./executor/... ./imagebuild/... ./images/... ./cmd/... ./errdefs/...
+PKGS_UNIT := ./protocol/... ./pool/... ./store/... ./api/... ./executor/... ./imagebuild/... ./images/... ./cmd/... ./errdefs/... ./metrics/... ./deploy/...
 FUZZTIME  ?= 60s
 
 .PHONY: help build run test test-unit test-e2e lint fuzz bench soak clean
@@ -34,7 +34,7 @@ test-e2e: ## end-to-end tests against a containerd the tests start
 test: lint test-unit test-e2e ## everything CI runs: lint, unit tests, end-to-end tests
 
 fuzz: ## run every fuzz target for FUZZTIME (default 60s) each
-	@for pkg in ./protocol; do \
+	@for pkg in ./protocol ./api; do \
 	  for t in $$($(GO) test -list '^Fuzz' $$pkg | grep ^Fuzz); do \
 	    echo "== $$pkg $$t"; $(GO) test $$pkg -run '^$$' -fuzz "^$$t$$" -fuzztime $(FUZZTIME) || exit 1; \
 	  done; \

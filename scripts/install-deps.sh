@@ -1,32 +1,53 @@
 #!/usr/bin/env bash
 # Installs what kiln needs to run functions: containerd and runc, from
-# Debian's (or Ubuntu's) packages. Idempotent: does nothing when they are
-# already there. Used by `make run` and by CI.
+# Debian's (or Ubuntu's) packages, and Prometheus, whose promtool and
+# server the tests use to check kilnd's metrics and the deploy/ files.
+# Idempotent: installs only what is missing. Used by `make run` and by CI.
 set -euo pipefail
 
-need=()
+need_ctr=()
 for bin in containerd runc containerd-shim-runc-v2; do
-	command -v "$bin" >/dev/null 2>&1 || need+=("$bin")
+	command -v "$bin" >/dev/null 2>&1 || need_ctr+=("$bin")
 done
-if [ ${#need[@]} -eq 0 ]; then
-	echo "install-deps: containerd $(containerd --version | awk '{print $3}') and runc present"
+need_prom=()
+for bin in prometheus promtool; do
+	command -v "$bin" >/dev/null 2>&1 || need_prom+=("$bin")
+done
+if [ ${#need_ctr[@]} -eq 0 ] && [ ${#need_prom[@]} -eq 0 ]; then
+	echo "install-deps: containerd $(containerd --version | awk '{print $3}'), runc and prometheus present"
 	exit 0
 fi
 
-echo "install-deps: missing ${need[*]}; installing containerd and runc"
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then
 	if command -v sudo >/dev/null 2>&1; then
 		SUDO=sudo
 	else
-		echo "install-deps: run as root (or install sudo) to install containerd and runc" >&2
+		echo "install-deps: run as root (or install sudo) to install ${need_ctr[*]} ${need_prom[*]}" >&2
 		exit 1
 	fi
 fi
 export DEBIAN_FRONTEND=noninteractive
 $SUDO apt-get update -q
-$SUDO apt-get install -y -q containerd runc
-# The Debian package starts a system containerd; kiln never uses it (it
-# runs its own under its data dir), so it is left as the package set it up.
-containerd --version
-runc --version | head -n1
+
+if [ ${#need_ctr[@]} -gt 0 ]; then
+	echo "install-deps: missing ${need_ctr[*]}; installing containerd and runc"
+	$SUDO apt-get install -y -q containerd runc
+	# The Debian package starts a system containerd; kiln never uses it (it
+	# runs its own under its data dir), so it is left as the package set it up.
+	containerd --version
+	runc --version | head -n1
+fi
+
+if [ ${#need_prom[@]} -gt 0 ]; then
+	echo "install-deps: missing ${need_prom[*]}; installing prometheus (for the tests)"
+	# Without recommends: they pull in node-exporter, another service.
+	$SUDO apt-get install -y -q --no-install-recommends prometheus
+	# The tests start their own Prometheus on a free port. The package's
+	# system service, which this script just installed and which nobody
+	# asked for, would listen on :9090 at every boot: switch it off.
+	if [ -d /run/systemd/system ]; then
+		$SUDO systemctl disable --now prometheus.service >/dev/null 2>&1 || true
+	fi
+	promtool --version | head -n1
+fi

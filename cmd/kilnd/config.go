@@ -59,6 +59,26 @@ func parseFlags(args []string, getenv func(string) string) (Config, error) {
 		}
 		return n, nil
 	}
+	// Bad values in these env vars are reported once, after parsing.
+	var envErr error
+	envNum := func(name string, def int64) int64 {
+		n, err := envInt(name, def)
+		if err != nil && envErr == nil {
+			envErr = err
+		}
+		return n
+	}
+	envDur := func(name string, def time.Duration) time.Duration {
+		v := getenv(name)
+		if v == "" {
+			return def
+		}
+		d, err := time.ParseDuration(v)
+		if err != nil && envErr == nil {
+			envErr = fmt.Errorf("%s=%q: not a duration", name, v)
+		}
+		return d
+	}
 	maxMem, err := envInt("KILN_MAX_MEMORY", 0)
 	if err != nil {
 		return Config{}, err
@@ -78,14 +98,17 @@ func parseFlags(args []string, getenv func(string) string) (Config, error) {
 	fs.StringVar(&c.AdminToken, "admin-token", env("KILN_ADMIN_TOKEN", ""), "when set, /v2/* needs Authorization: Bearer TOKEN (KILN_ADMIN_TOKEN)")
 	fs.Int64Var(&c.MaxMemoryMB, "max-memory", maxMem, "memory (MB) for containers; 0 means available memory less headroom (KILN_MAX_MEMORY)")
 	fs.Int64Var(&c.MaxBody, "max-body", maxBody, "largest request or response body in bytes (KILN_MAX_BODY)")
-	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", 5*time.Minute, "how long a stop waits for in-flight calls")
+	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", envDur("KILN_SHUTDOWN_TIMEOUT", 5*time.Minute), "how long a stop waits for in-flight calls (KILN_SHUTDOWN_TIMEOUT)")
 	fs.BoolVar(&c.GroupShims, "group-shims", env("KILN_GROUP_SHIMS", "true") == "true", "containers of one fn share a shim process (KILN_GROUP_SHIMS)")
 	fs.BoolVar(&c.AllowHostNetwork, "allow-host-network", env("KILN_ALLOW_HOST_NETWORK", "") == "true", "let fns annotated kiln.io/network=host use the node's network (KILN_ALLOW_HOST_NETWORK)")
-	fs.IntVar(&c.CallLogCap, "call-log-cap", 1<<20, "stderr bytes kept per call")
-	fs.IntVar(&c.CallsPerFn, "calls-per-fn", 1000, "call records kept per fn")
-	fs.DurationVar(&c.CallMaxAge, "call-max-age", 24*time.Hour, "call records older than this are dropped")
+	fs.IntVar(&c.CallLogCap, "call-log-cap", int(envNum("KILN_CALL_LOG_CAP", 1<<20)), "stderr bytes kept per call (KILN_CALL_LOG_CAP)")
+	fs.IntVar(&c.CallsPerFn, "calls-per-fn", int(envNum("KILN_CALLS_PER_FN", 1000)), "call records kept per fn (KILN_CALLS_PER_FN)")
+	fs.DurationVar(&c.CallMaxAge, "call-max-age", envDur("KILN_CALL_MAX_AGE", 24*time.Hour), "call records older than this are dropped (KILN_CALL_MAX_AGE)")
 	if err := fs.Parse(args); err != nil {
 		return Config{}, err
+	}
+	if envErr != nil {
+		return Config{}, envErr
 	}
 	if fs.NArg() > 0 {
 		return Config{}, fmt.Errorf("unexpected arguments: %v", fs.Args())

@@ -47,3 +47,17 @@ func TestParseFlags(t *testing.T) {
 		})
 	}
 }
+
+func TestParseFlagsDurationsFromEnv(t *testing.T) {
+	cfg, err := parseFlags(nil, func(k string) string {
+		return map[string]string{"KILN_CALL_MAX_AGE": "2h", "KILN_CALLS_PER_FN": "7"}[k]
+	})
+	if err != nil || cfg.CallMaxAge != 2*time.Hour || cfg.CallsPerFn != 7 {
+		t.Fatalf("%+v %v", cfg, err)
+	}
+	if _, err := parseFlags(nil, func(k string) string {
+		return map[string]string{"KILN_CALL_MAX_AGE": "soon"}[k]
+	}); err == nil {
+		t.Fatal("bad duration accepted")
+	}
+}

@@ -51,7 +51,7 @@ func NewMain(cfg Config) *Main {
 	l := logrus.New()
 	l.SetOutput(os.Stderr)
 	if cfg.LogFormat == "json" {
-		l.SetFormatter(&logrus.JSONFormatter{})
+		l.SetFormatter(&logrus.JSONFormatter{TimestampFormat: time.RFC3339Nano})
 	} else {
 		l.SetFormatter(&logrus.TextFormatter{FullTimestamp: true, TimestampFormat: time.RFC3339Nano})
 	}
