@@ -105,16 +105,24 @@ func fnLookupError(fnID string, err error) error {
 
 // invoke runs one synchronous call and writes the function's answer.
 func (s *Server) invoke(w http.ResponseWriter, r *http.Request, app *store.App, fn *store.Fn) {
-	callID := store.NewID()
+	callID := s.store.NewID()
 	w.Header().Set("Fn-Call-Id", callID)
 	log := s.log.WithFields(logrus.Fields{"app": app.Name, "fn": fn.Name, "call_id": callID})
 	if s.draining.Load() {
 		writeError(w, fmt.Errorf("kilnd is shutting down: %w", errdefs.ErrUnavailable))
 		return
 	}
+	if err := s.authorize(r, app, fn); err != nil {
+		writeError(w, err)
+		return
+	}
 	body, err := readBody(w, r, s.cfg.MaxBody)
 	if err != nil {
 		writeError(w, err)
+		return
+	}
+	if isDetached(r) {
+		s.enqueue(w, r, app, fn, callID, body)
 		return
 	}
 	timeout := time.Duration(fn.Timeout) * time.Second
@@ -135,12 +143,20 @@ func (s *Server) invoke(w http.ResponseWriter, r *http.Request, app *store.App, 
 		Header:   header,
 		Body:     body,
 	}
-	var resp *protocol.Response
-	if fn.Format == protocol.Default {
-		resp, err = s.cfg.Runtime.RunCold(ctx, app, fn, req, nil)
-	} else {
-		resp, err = s.callHot(ctx, app, fn, req)
+	start := time.Now()
+	rec := &store.Call{ID: callID, FnID: fn.ID, AppID: app.ID, Status: store.CallRunning, CreatedAt: start, StartedAt: &start}
+	logs := &callLog{max: s.cfg.CallLogCap}
+	s.records.put(rec, nil)
+
+	resp, err := s.execute(ctx, app, fn, req, logs)
+	done := time.Now()
+	rec.CompletedAt = &done
+	rec.Status = store.CallSuccess
+	if err != nil {
+		rec.Status, rec.Error = callStatus(err), err.Error()
 	}
+	s.records.put(rec, logs)
+	s.cfg.Metrics.ObserveCall(app.Name, fn.Name, rec.Status, done.Sub(start))
 	if err != nil {
 		if r.Context().Err() != nil {
 			log.WithError(err).Info("client went away before the call finished")
@@ -153,8 +169,25 @@ func (s *Server) invoke(w http.ResponseWriter, r *http.Request, app *store.App, 
 	writeResponse(w, resp)
 }
 
+// callStatus is the record status of a failed call.
+func callStatus(err error) string {
+	if errors.Is(err, errdefs.ErrTimeout) {
+		return store.CallTimeout
+	}
+	return store.CallError
+}
+
+// execute runs one call of fn, in a hot container or, for the default
+// format, a fresh one. Sync and detached calls both come through here.
+func (s *Server) execute(ctx context.Context, app *store.App, fn *store.Fn, req *protocol.Request, logs io.Writer) (*protocol.Response, error) {
+	if fn.Format == protocol.Default {
+		return s.cfg.Runtime.RunCold(ctx, app, fn, req, logs)
+	}
+	return s.callHot(ctx, app, fn, req, logs)
+}
+
 // callHot runs a call on a warm container of fn, launching one if needed.
-func (s *Server) callHot(ctx context.Context, app *store.App, fn *store.Fn, req *protocol.Request) (*protocol.Response, error) {
+func (s *Server) callHot(ctx context.Context, app *store.App, fn *store.Fn, req *protocol.Request, logs io.Writer) (*protocol.Response, error) {
 	imageID, err := s.cfg.Runtime.ImageID(ctx, fn.Image)
 	if err != nil {
 		return nil, err
@@ -173,7 +206,7 @@ func (s *Server) callHot(ctx context.Context, app *store.App, fn *store.Fn, req 
 	if err != nil {
 		return nil, err
 	}
-	resp, err := lease.Instance().Call(ctx, req, nil)
+	resp, err := lease.Instance().Call(ctx, req, logs)
 	if err != nil {
 		// Whatever failed, the container's stream may be out of step
 		// with kiln: it never serves again.

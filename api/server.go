@@ -9,12 +9,15 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync/atomic"
+	"time"
 
 	"github.com/sirupsen/logrus"
 
 	"github.com/kiln-run/kiln/errdefs"
+	"github.com/kiln-run/kiln/metrics"
 	"github.com/kiln-run/kiln/pool"
 	"github.com/kiln-run/kiln/protocol"
 	"github.com/kiln-run/kiln/store"
@@ -35,6 +38,22 @@ type Config struct {
 	Version string
 	// Health reports whether the backend (containerd) answers.
 	Health func(r *http.Request) error
+	// Metrics receives call and HTTP figures; nil records none.
+	Metrics *metrics.Metrics
+	// CallLogCap bounds the stderr kept per call (default 1 MiB).
+	CallLogCap int
+	// CallsPerFn and CallMaxAge bound the call records kept.
+	CallsPerFn int
+	CallMaxAge time.Duration
+
+	// Detached calls: how many run at once (a bounded share of capacity,
+	// so async work cannot starve sync calls) and how many may wait.
+	AsyncConcurrency int
+	QueuePerFn       int
+	QueueTotal       int
+
+	// TokenKey signs and checks the JWTs of private fns.
+	TokenKey []byte
 }
 
 // Server is the HTTP front end. Create it with New.
@@ -45,6 +64,8 @@ type Server struct {
 	handler http.Handler
 
 	draining atomic.Bool
+	records  *recorder
+	async    asyncState
 }
 
 // New builds the server and its routes.
@@ -55,11 +76,24 @@ func New(cfg Config) *Server {
 	if cfg.MaxBody <= 0 {
 		cfg.MaxBody = 6 << 20
 	}
+	if cfg.CallLogCap <= 0 {
+		cfg.CallLogCap = 1 << 20
+	}
+	if cfg.CallsPerFn <= 0 {
+		cfg.CallsPerFn = 1000
+	}
+	if cfg.CallMaxAge <= 0 {
+		cfg.CallMaxAge = 24 * time.Hour
+	}
 	s := &Server{cfg: cfg, store: cfg.Store, log: cfg.Logger}
+	if cfg.Store != nil {
+		s.records = newRecorder(cfg.Store, cfg.Logger, cfg.CallsPerFn, cfg.CallMaxAge)
+	}
 	mux := http.NewServeMux()
 	s.registerResources(mux)
 	s.registerInvoke(mux)
 	s.registerImages(mux)
+	s.registerTokens(mux)
 	mux.HandleFunc("GET /healthz", s.health)
 	mux.HandleFunc("GET /version", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]string{"version": cfg.Version})
@@ -67,8 +101,66 @@ func New(cfg Config) *Server {
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, fmt.Errorf("no route for %s %s: %w", r.Method, r.URL.Path, errRouteNotFound))
 	})
-	s.handler = s.guardAdmin(mux)
+	s.handler = s.countRequests(s.guardAdmin(mux))
+	s.startAsync()
 	return s
+}
+
+// StopAsync stops the async dispatcher and cron triggers and waits for
+// detached calls in flight; queued ones stay in the store for the next
+// start. kilnd calls it after SetDraining, before the pool closes.
+func (s *Server) StopAsync() { s.closeAsync() }
+
+// Close stops async work (if StopAsync was not called) and flushes
+// pending call records. Call it after the pool drained.
+func (s *Server) Close() {
+	s.closeAsync()
+	if s.records != nil {
+		s.records.close()
+	}
+}
+
+// statusWriter remembers the status a handler wrote, for metrics.
+type statusWriter struct {
+	http.ResponseWriter
+	code int
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	if w.code == 0 {
+		w.code = code
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusWriter) Write(p []byte) (int, error) {
+	if w.code == 0 {
+		w.code = http.StatusOK
+	}
+	return w.ResponseWriter.Write(p)
+}
+
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// countRequests counts requests by route template, never by raw path, so
+// the label set stays bounded whatever clients send.
+func (s *Server) countRequests(next http.Handler) http.Handler {
+	if s.cfg.Metrics == nil {
+		return next
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		sw := &statusWriter{ResponseWriter: w}
+		next.ServeHTTP(sw, r)
+		route := r.Pattern
+		if route == "" || route == "/" {
+			route = "other"
+		}
+		code := sw.code
+		if code == 0 {
+			code = http.StatusOK
+		}
+		s.cfg.Metrics.HTTPRequests.WithLabelValues(route, strconv.Itoa(code)).Inc()
+	})
 }
 
 // ServeHTTP makes Server an http.Handler.

@@ -183,9 +183,11 @@ func validateTrigger(t *store.Trigger) error {
 			return err
 		}
 	case store.TriggerCron:
-		// The schedule's syntax belongs to the cron engine.
 		if strings.TrimSpace(t.Source) == "" {
 			return invalid("trigger", "source", "required: a cron schedule")
+		}
+		if err := validateCronSchedule(t.Source); err != nil {
+			return err
 		}
 	default:
 		return invalid("trigger", "type", "%q is not one of http, cron", t.Type)

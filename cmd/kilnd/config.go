@@ -29,6 +29,9 @@ type Config struct {
 	// AllowHostNetwork lets fns annotated kiln.io/network=host share the
 	// node's network namespace.
 	AllowHostNetwork bool
+	AsyncConcurrency int
+	QueuePerFn       int
+	QueueTotal       int
 }
 
 func defaultDataDir() string {
@@ -101,6 +104,9 @@ func parseFlags(args []string, getenv func(string) string) (Config, error) {
 	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", envDur("KILN_SHUTDOWN_TIMEOUT", 5*time.Minute), "how long a stop waits for in-flight calls (KILN_SHUTDOWN_TIMEOUT)")
 	fs.BoolVar(&c.GroupShims, "group-shims", env("KILN_GROUP_SHIMS", "true") == "true", "containers of one fn share a shim process (KILN_GROUP_SHIMS)")
 	fs.BoolVar(&c.AllowHostNetwork, "allow-host-network", env("KILN_ALLOW_HOST_NETWORK", "") == "true", "let fns annotated kiln.io/network=host use the node's network (KILN_ALLOW_HOST_NETWORK)")
+	fs.IntVar(&c.AsyncConcurrency, "async-concurrency", int(envNum("KILN_ASYNC_CONCURRENCY", 4)), "detached calls run at once, a bounded share so sync calls are not starved (KILN_ASYNC_CONCURRENCY)")
+	fs.IntVar(&c.QueuePerFn, "queue-per-fn", int(envNum("KILN_QUEUE_PER_FN", 1000)), "detached calls that may wait per fn (KILN_QUEUE_PER_FN)")
+	fs.IntVar(&c.QueueTotal, "queue-total", int(envNum("KILN_QUEUE_TOTAL", 10000)), "detached calls that may wait in all (KILN_QUEUE_TOTAL)")
 	fs.IntVar(&c.CallLogCap, "call-log-cap", int(envNum("KILN_CALL_LOG_CAP", 1<<20)), "stderr bytes kept per call (KILN_CALL_LOG_CAP)")
 	fs.IntVar(&c.CallsPerFn, "calls-per-fn", int(envNum("KILN_CALLS_PER_FN", 1000)), "call records kept per fn (KILN_CALLS_PER_FN)")
 	fs.DurationVar(&c.CallMaxAge, "call-max-age", envDur("KILN_CALL_MAX_AGE", 24*time.Hour), "call records older than this are dropped (KILN_CALL_MAX_AGE)")

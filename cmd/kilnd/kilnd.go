@@ -164,6 +164,10 @@ func (m *Main) Open(ctx context.Context) error {
 		CallLogCap: m.cfg.CallLogCap,
 		CallsPerFn: m.cfg.CallsPerFn,
 		CallMaxAge: m.cfg.CallMaxAge,
+
+		AsyncConcurrency: m.cfg.AsyncConcurrency,
+		QueuePerFn:       m.cfg.QueuePerFn,
+		QueueTotal:       m.cfg.QueueTotal,
 	})
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))

@@ -1,0 +1,395 @@
+package api
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/sirupsen/logrus"
+
+	"github.com/kiln-run/kiln/protocol"
+	"github.com/kiln-run/kiln/store"
+)
+
+// Detached calls and their guarantees.
+//
+// A detached call is stored, request included, as a queued record in one
+// fsynced bbolt transaction before the client gets its 202, so once
+// accepted it survives a crash. A dispatcher runs queued calls oldest
+// first through the same execute path as synchronous calls, at most
+// asyncConcurrency at a time: that bound is the share of the pool async
+// work may take, so a sync call never waits behind more detached calls
+// than that.
+//
+// Delivery is at least once. A call is marked running (and its attempt
+// counted) in the store before it runs; if kilnd dies while it runs, the
+// next start finds it running, cannot know whether the function did its
+// work, and queues it again, once: a call interrupted on its second
+// attempt ends as an error. Functions that must not act twice should
+// make their work idempotent, keyed on the call id, which is the same on
+// both attempts.
+//
+// Queue bounds count queued calls only (running ones hold pool capacity
+// instead): per fn and in total, checked in the transaction that stores
+// the call, so concurrent clients cannot overshoot them.
+
+// Defaults for the zero values of Config's async fields.
+const (
+	defaultAsyncConcurrency = 4
+	defaultQueuePerFn       = 1000
+	defaultQueueTotal       = 10000
+
+	// maxAttempts is how many times a call may be started: the first run
+	// and one retry after a crash.
+	maxAttempts = 2
+	// pollEvery is the dispatcher's backstop against a missed wake-up and
+	// how often the cron engine re-reads its triggers.
+	pollEvery = time.Second
+	// queueFullRetry is the Retry-After of a full queue: it drains at the
+	// pace of function calls, so retrying at once is pointless.
+	queueFullRetry = 5
+)
+
+const interruptedMsg = "interrupted by a kilnd restart"
+
+// asyncState is the dispatcher's and the cron engine's share of Server.
+type asyncState struct {
+	concurrency int
+	limits      store.QueueLimits
+
+	// wake carries "something was queued" to the dispatcher; its one slot
+	// coalesces bursts.
+	wake chan struct{}
+	stop chan struct{}
+	once sync.Once
+	// wg counts the dispatcher, the cron engine and every running call.
+	wg sync.WaitGroup
+}
+
+var errStatusChanged = errors.New("call status changed meanwhile")
+
+func isDetached(r *http.Request) bool { return r.Header.Get("Fn-Invoke-Type") == "detached" }
+
+// enqueue stores a detached call durably and answers 202 only once the
+// store has committed it.
+func (s *Server) enqueue(w http.ResponseWriter, r *http.Request, app *store.App, fn *store.Fn, callID string, body []byte) {
+	header := r.Header.Clone()
+	protocol.StripHopByHop(header)
+	c := &store.Call{
+		ID:    callID,
+		FnID:  fn.ID,
+		AppID: app.ID,
+		Request: &store.CallRequest{
+			Method: r.Method,
+			URL:    requestURL(r),
+			Header: header,
+			Body:   body,
+		},
+	}
+	if err := s.queueCall(r.Context(), c, ""); err != nil {
+		var full *store.QueueFullError
+		switch {
+		case r.Context().Err() != nil:
+			// The client left before the call was stored: it got no 202,
+			// so nothing was accepted and nobody is there to tell.
+			return
+		case errors.As(err, &full) && full.PerFn:
+			w.Header().Set("Retry-After", strconv.Itoa(queueFullRetry))
+			err = errorf(http.StatusServiceUnavailable, "queue for fn %q is full (%d calls waiting)", fn.Name, full.Waiting)
+		case errors.As(err, &full):
+			w.Header().Set("Retry-After", strconv.Itoa(queueFullRetry))
+			err = errorf(http.StatusServiceUnavailable, "async queue is full (%d calls waiting across all fns)", full.Waiting)
+		case errors.Is(err, store.ErrNotFound):
+			// The fn was deleted between the lookup and the commit.
+			err = fnLookupError(fn.ID, err)
+		default:
+			s.log.WithError(err).WithFields(logrus.Fields{"app": app.Name, "fn": fn.Name, "call_id": callID}).Error("store a detached call")
+			err = fmt.Errorf("store the call: %w", err)
+		}
+		writeError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusAccepted, map[string]string{"call_id": callID})
+}
+
+// queueCall stores c as queued within the queue bounds (and, for a cron
+// fire, only while triggerID still exists) and wakes the dispatcher.
+func (s *Server) queueCall(ctx context.Context, c *store.Call, triggerID string) error {
+	lim := s.async.limits
+	lim.TriggerID = triggerID
+	if err := s.store.EnqueueCall(ctx, c, lim); err != nil {
+		return err
+	}
+	if s.async.wake != nil {
+		select {
+		case s.async.wake <- struct{}{}:
+		default:
+		}
+	}
+	return nil
+}
+
+func orDefault(v, def int) int {
+	if v <= 0 {
+		return def
+	}
+	return v
+}
+
+// startAsync settles calls a crash left running, then starts the
+// dispatcher and the cron engine.
+func (s *Server) startAsync() {
+	a := &s.async
+	if s.store == nil || a.stop != nil {
+		return
+	}
+	a.concurrency = orDefault(s.cfg.AsyncConcurrency, defaultAsyncConcurrency)
+	a.limits = store.QueueLimits{
+		PerFn: orDefault(s.cfg.QueuePerFn, defaultQueuePerFn),
+		Total: orDefault(s.cfg.QueueTotal, defaultQueueTotal),
+	}
+	a.wake = make(chan struct{}, 1)
+	a.stop = make(chan struct{})
+	// Before the dispatcher starts, so a call requeued here is not also
+	// being claimed.
+	s.recoverInterrupted(context.Background())
+	a.wg.Add(2)
+	go s.dispatch()
+	go s.runCron()
+}
+
+// closeAsync stops taking queued calls and cron fires, then waits for
+// the detached calls in flight, each bounded by its deadline. Queued
+// calls stay in the store for the next start. Safe to call more than
+// once; a second caller waits for the first to finish.
+func (s *Server) closeAsync() {
+	a := &s.async
+	if a.stop == nil {
+		return
+	}
+	a.once.Do(func() {
+		close(a.stop)
+		a.wg.Wait()
+	})
+}
+
+// recoverInterrupted settles the calls a previous kilnd left running: it
+// died while they ran. A detached call with attempts left is queued again
+// (see the package's at-least-once note above); anything else, including
+// the records of synchronous calls, whose client has long gone, ends as an
+// error. It runs before the server takes requests, so no running record
+// can belong to a call of this process.
+func (s *Server) recoverInterrupted(ctx context.Context) {
+	calls, err := s.store.ListCallsByStatus(ctx, store.CallRunning, 0)
+	if err != nil {
+		s.log.WithError(err).Error("find calls interrupted by a restart")
+		return
+	}
+	requeued, failed := 0, 0
+	for _, c := range calls {
+		now := time.Now().UTC()
+		var retry bool
+		_, err := s.store.UpdateCall(ctx, c.FnID, c.ID, func(c *store.Call) error {
+			if c.Status != store.CallRunning {
+				return errStatusChanged
+			}
+			if c.Request != nil && c.Attempts < maxAttempts {
+				retry = true
+				c.Status = store.CallQueued
+				c.Error = fmt.Sprintf("attempt %d %s; queued again", c.Attempts, interruptedMsg)
+				return nil
+			}
+			c.Status = store.CallError
+			c.Error = interruptedMsg
+			if c.Request != nil {
+				c.Error = fmt.Sprintf("%s (attempt %d of %d)", interruptedMsg, c.Attempts, maxAttempts)
+			}
+			c.CompletedAt = &now
+			c.Request = nil
+			return nil
+		})
+		switch {
+		case err != nil:
+			s.log.WithError(err).WithField("call_id", c.ID).Warn("settle a call interrupted by a restart")
+		case retry:
+			requeued++
+		default:
+			failed++
+		}
+	}
+	if requeued+failed > 0 {
+		s.log.WithFields(logrus.Fields{"requeued": requeued, "failed": failed}).Warn("calls were interrupted by a kilnd restart")
+	}
+}
+
+// dispatch claims queued calls oldest first while fewer than concurrency
+// run, and starts each in its own goroutine.
+func (s *Server) dispatch() {
+	a := &s.async
+	defer a.wg.Done()
+	tick := time.NewTicker(pollEvery)
+	defer tick.Stop()
+	// Each runner sends once; running never exceeds concurrency, so the
+	// buffer keeps a runner that outlives the dispatcher from blocking.
+	done := make(chan struct{}, a.concurrency)
+	running := 0
+	var storeErr repeatLog
+	for {
+		// Checked before claiming: select picks among ready cases at
+		// random, so a freed slot could otherwise win over stop.
+		if stopping(a.stop) {
+			return
+		}
+		if free := a.concurrency - running; free > 0 {
+			calls, err := s.store.ListCallsByStatus(context.Background(), store.CallQueued, free)
+			storeErr.report(s.log, "list queued calls", err)
+			for _, c := range calls {
+				if stopping(a.stop) {
+					return
+				}
+				claimed, err := s.claim(context.Background(), c)
+				if err != nil {
+					if !errors.Is(err, errStatusChanged) && !errors.Is(err, store.ErrNotFound) {
+						s.log.WithError(err).WithField("call_id", c.ID).Warn("claim a queued call")
+					}
+					continue
+				}
+				running++
+				a.wg.Add(1)
+				go func() {
+					defer a.wg.Done()
+					s.runDetached(claimed)
+					done <- struct{}{}
+				}()
+			}
+		}
+		select {
+		case <-a.stop:
+			return
+		case <-done:
+			running--
+		case <-a.wake:
+		case <-tick.C:
+		}
+	}
+}
+
+func stopping(stop <-chan struct{}) bool {
+	select {
+	case <-stop:
+		return true
+	default:
+		return false
+	}
+}
+
+// claim marks a queued call running and counts the attempt, committed
+// before the call runs, so a crash from here on is seen at the next start.
+func (s *Server) claim(ctx context.Context, c *store.Call) (*store.Call, error) {
+	now := time.Now().UTC()
+	return s.store.UpdateCall(ctx, c.FnID, c.ID, func(c *store.Call) error {
+		if c.Status != store.CallQueued {
+			return errStatusChanged
+		}
+		c.Status = store.CallRunning
+		c.StartedAt = &now
+		c.CompletedAt = nil
+		c.Attempts++
+		return nil
+	})
+}
+
+// runDetached runs one claimed call and records its outcome.
+func (s *Server) runDetached(c *store.Call) {
+	start := time.Now()
+	ctx := context.Background()
+	log := s.log.WithFields(logrus.Fields{"call_id": c.ID, "fn_id": c.FnID, "attempt": c.Attempts})
+	fn, err := s.store.GetFn(ctx, c.FnID)
+	var app *store.App
+	if err == nil {
+		app, err = s.store.GetApp(ctx, fn.AppID)
+	}
+	if err != nil {
+		// Deleting a fn deletes its calls too, so this record is most
+		// likely gone; recording is best effort.
+		log.WithError(err).Info("detached call of a deleted fn")
+		s.finishDetached(ctx, log, c, store.CallError, "fn deleted", nil)
+		return
+	}
+	log = log.WithFields(logrus.Fields{"app": app.Name, "fn": fn.Name})
+	if c.Request == nil {
+		s.finishDetached(ctx, log, c, store.CallError, "no request was stored for this call", nil)
+		return
+	}
+	timeout := time.Duration(fn.Timeout) * time.Second
+	if timeout <= 0 {
+		timeout = 30 * time.Second
+	}
+	deadline := start.Add(timeout)
+	// Not tied to shutdown: closeAsync lets a started call finish, and the
+	// deadline bounds how long that takes.
+	cctx, cancel := context.WithDeadline(ctx, deadline)
+	defer cancel()
+	req := &protocol.Request{
+		CallID:   c.ID,
+		Deadline: deadline,
+		Method:   c.Request.Method,
+		URL:      c.Request.URL,
+		Header:   http.Header(c.Request.Header).Clone(),
+		Body:     c.Request.Body,
+	}
+	logs := &callLog{max: s.cfg.CallLogCap}
+	// The response has no one to go to: a detached call's outcome is its
+	// record and its log.
+	_, err = s.execute(cctx, app, fn, req, logs)
+	status, msg := store.CallSuccess, ""
+	if err != nil {
+		status, msg = callStatus(err), err.Error()
+		log.WithError(err).Warn("detached call failed")
+	}
+	s.finishDetached(ctx, log, c, status, msg, logs)
+	s.cfg.Metrics.ObserveCall(app.Name, fn.Name, status, time.Since(start))
+}
+
+// finishDetached writes a call's final state and its log in one
+// transaction. The stored request is dropped: a finished call is never
+// run again, and bodies of up to MaxBody would otherwise pile up in the
+// records retention keeps.
+func (s *Server) finishDetached(ctx context.Context, log *logrus.Entry, c *store.Call, status, msg string, logs *callLog) {
+	done := time.Now().UTC()
+	c.Status, c.Error, c.CompletedAt = status, msg, &done
+	c.Request = nil
+	w := store.CallWrite{Call: c}
+	if logs != nil {
+		w.Log = logs.Bytes()
+	}
+	if err := s.store.SaveCalls(ctx, []store.CallWrite{w}); err != nil {
+		// The record stays running: the next start settles it.
+		log.WithError(err).Error("record the outcome of a detached call")
+	}
+}
+
+// repeatLog reports a failure that recurs at every poll (a store gone
+// bad) once as a warning and then at debug level until it clears, so it
+// cannot flood the log. It belongs to one goroutine.
+type repeatLog struct{ last string }
+
+func (q *repeatLog) report(log *logrus.Entry, what string, err error) {
+	if err == nil {
+		if q.last != "" {
+			log.WithField("was", q.last).Info(what + ": working again")
+		}
+		q.last = ""
+		return
+	}
+	if msg := err.Error(); msg != q.last {
+		q.last = msg
+		log.WithError(err).Warn(what)
+		return
+	}
+	log.WithError(err).Debug(what)
+}

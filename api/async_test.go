@@ -1,0 +1,529 @@
+package api
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/sirupsen/logrus"
+
+	"github.com/kiln-run/kiln/errdefs"
+	"github.com/kiln-run/kiln/protocol"
+	"github.com/kiln-run/kiln/store"
+)
+
+// asyncRuntime runs default-format calls with run; async tests use that
+// format so calls never touch the pool.
+type asyncRuntime struct {
+	run func(ctx context.Context, req *protocol.Request, logs io.Writer) (*protocol.Response, error)
+}
+
+func (r *asyncRuntime) StartHot(context.Context, *store.App, *store.Fn) (HotInstance, error) {
+	return nil, errors.New("asyncRuntime starts no hot containers")
+}
+
+func (r *asyncRuntime) RunCold(ctx context.Context, _ *store.App, _ *store.Fn, req *protocol.Request, logs io.Writer) (*protocol.Response, error) {
+	return r.run(ctx, req, logs)
+}
+
+func (r *asyncRuntime) ImageID(context.Context, string) (string, error) { return "sha256:fake", nil }
+
+func echoRun(_ context.Context, req *protocol.Request, _ io.Writer) (*protocol.Response, error) {
+	return &protocol.Response{Status: 200, Body: req.Body}, nil
+}
+
+func asyncStore(t *testing.T) *store.Store {
+	t.Helper()
+	st, err := store.Open(filepath.Join(t.TempDir(), "kiln.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	return st
+}
+
+// asyncFn creates a default-format fn (and its app, once).
+func asyncFn(t *testing.T, st *store.Store, name string) (*store.App, *store.Fn) {
+	t.Helper()
+	ctx := context.Background()
+	app, err := st.GetAppByName(ctx, "async")
+	if errors.Is(err, store.ErrNotFound) {
+		app, err = st.CreateApp(ctx, &store.App{Name: "async"})
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	fn, err := st.CreateFn(ctx, &store.Fn{AppID: app.ID, Name: name, Image: "img:1", Format: protocol.Default, Memory: 128, Timeout: 5, IdleTimeout: 30})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return app, fn
+}
+
+// startAsyncServer starts a Server on st; it is closed at the end of the
+// test, so a test that stops one early uses closeAsync, not Close.
+func startAsyncServer(t *testing.T, st *store.Store, cfg Config, run func(context.Context, *protocol.Request, io.Writer) (*protocol.Response, error)) *Server {
+	t.Helper()
+	log := logrus.New()
+	log.SetOutput(io.Discard)
+	cfg.Store = st
+	cfg.Runtime = &asyncRuntime{run: run}
+	cfg.Logger = logrus.NewEntry(log)
+	srv := New(cfg)
+	t.Cleanup(srv.Close)
+	return srv
+}
+
+func detach(t *testing.T, srv *Server, fnID, body string, headers ...string) *httptest.ResponseRecorder {
+	t.Helper()
+	req := httptest.NewRequest("POST", "/invoke/"+fnID, strings.NewReader(body))
+	req.Header.Set("Fn-Invoke-Type", "detached")
+	for i := 0; i+1 < len(headers); i += 2 {
+		req.Header.Set(headers[i], headers[i+1])
+	}
+	rec := httptest.NewRecorder()
+	srv.ServeHTTP(rec, req)
+	return rec
+}
+
+// detachOK queues a call that must be accepted and returns its id.
+func detachOK(t *testing.T, srv *Server, fnID, body string, headers ...string) string {
+	t.Helper()
+	rec := detach(t, srv, fnID, body, headers...)
+	if rec.Code != http.StatusAccepted {
+		t.Fatalf("detached call: %d %s", rec.Code, rec.Body)
+	}
+	var out struct {
+		CallID string `json:"call_id"`
+	}
+	if err := json.Unmarshal(rec.Body.Bytes(), &out); err != nil || out.CallID == "" {
+		t.Fatalf("202 body %q: %v", rec.Body, err)
+	}
+	if h := rec.Header().Get("Fn-Call-Id"); h != out.CallID {
+		t.Fatalf("Fn-Call-Id %q, body call_id %q", h, out.CallID)
+	}
+	return out.CallID
+}
+
+func waitUntil(t *testing.T, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s", timeout, what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func getCall(t *testing.T, st *store.Store, fnID, callID string) *store.Call {
+	t.Helper()
+	c, err := st.GetCall(context.Background(), fnID, callID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+func final(status string) bool {
+	return status == store.CallSuccess || status == store.CallError || status == store.CallTimeout
+}
+
+func waitFinal(t *testing.T, st *store.Store, fnID, callID string) *store.Call {
+	t.Helper()
+	var c *store.Call
+	waitUntil(t, 10*time.Second, "call "+callID+" to finish", func() bool {
+		c = getCall(t, st, fnID, callID)
+		return final(c.Status)
+	})
+	return c
+}
+
+// headerHook runs before the status line is written.
+type headerHook struct {
+	*httptest.ResponseRecorder
+	before func(h http.Header, code int)
+}
+
+func (w *headerHook) WriteHeader(code int) {
+	w.before(w.Header(), code)
+	w.ResponseRecorder.WriteHeader(code)
+}
+
+func TestDetachedAcceptedAfterCommit(t *testing.T) {
+	st := asyncStore(t)
+	_, fn := asyncFn(t, st, "f")
+	release := make(chan struct{})
+	reqs := make(chan *protocol.Request, 1)
+	srv := startAsyncServer(t, st, Config{}, func(ctx context.Context, req *protocol.Request, logs io.Writer) (*protocol.Response, error) {
+		reqs <- req
+		fmt.Fprintf(logs, "working on %s\n", req.Body)
+		<-release
+		return &protocol.Response{Status: 200, Body: []byte("nobody reads this")}, nil
+	})
+
+	var storedFirst bool
+	rec := &headerHook{ResponseRecorder: httptest.NewRecorder(), before: func(h http.Header, code int) {
+		c, err := st.GetCall(context.Background(), fn.ID, h.Get("Fn-Call-Id"))
+		storedFirst = code == http.StatusAccepted && err == nil && c.Request != nil && string(c.Request.Body) == "payload"
+	}}
+	if _, err := st.CreateTrigger(context.Background(), &store.Trigger{AppID: fn.AppID, FnID: fn.ID, Name: "f", Type: store.TriggerHTTP, Source: "/f"}); err != nil {
+		t.Fatal(err)
+	}
+	req := httptest.NewRequest("PUT", "/t/async/f?q=1", strings.NewReader("payload"))
+	req.Header.Set("Fn-Invoke-Type", "detached")
+	req.Header.Set("X-Custom", "kept")
+	req.Header.Set("Connection", "X-Hop")
+	req.Header.Set("X-Hop", "dropped")
+	req.Header.Set("Keep-Alive", "timeout=5")
+	srv.ServeHTTP(rec, req)
+	if rec.Code != http.StatusAccepted || !storedFirst {
+		t.Fatalf("answered %d %s; stored before the answer: %v", rec.Code, rec.Body, storedFirst)
+	}
+	id := rec.Header().Get("Fn-Call-Id")
+	if !strings.Contains(rec.Body.String(), `"call_id":"`+id+`"`) {
+		t.Fatalf("body %s", rec.Body)
+	}
+
+	got := <-reqs
+	if got.CallID != id || got.Method != "PUT" || got.URL != "http://example.com/t/async/f?q=1" || string(got.Body) != "payload" {
+		t.Fatalf("function got %+v", got)
+	}
+	if got.Header.Get("X-Custom") != "kept" || got.Header.Get("X-Hop") != "" || got.Header.Get("Keep-Alive") != "" || got.Header.Get("Connection") != "" {
+		t.Fatalf("function got headers %v", got.Header)
+	}
+	if left := time.Until(got.Deadline); left < 4*time.Second || left > 5*time.Second {
+		t.Fatalf("deadline %s away, want the fn's 5s timeout", left)
+	}
+	running := getCall(t, st, fn.ID, id)
+	if running.Status != store.CallRunning || running.Attempts != 1 || running.StartedAt == nil {
+		t.Fatalf("while running: %+v", running)
+	}
+
+	close(release)
+	c := waitFinal(t, st, fn.ID, id)
+	if c.Status != store.CallSuccess || c.Error != "" || c.Attempts != 1 || c.CompletedAt == nil || c.Request != nil {
+		t.Fatalf("finished: %+v", c)
+	}
+	log, err := st.GetCallLog(context.Background(), fn.ID, id)
+	if err != nil || string(log) != "working on payload\n" {
+		t.Fatalf("log %q, %v", log, err)
+	}
+	// The API shows the record like any other.
+	e := &testEnv{t: t, st: st, srv: srv}
+	if view := ok[store.Call](e, "GET", "/v2/fns/"+fn.ID+"/calls/"+id, nil); view.Status != store.CallSuccess {
+		t.Fatalf("API view %+v", view)
+	}
+}
+
+func TestDetachedOutcomes(t *testing.T) {
+	st := asyncStore(t)
+	_, fn := asyncFn(t, st, "f")
+	srv := startAsyncServer(t, st, Config{CallLogCap: 64}, func(ctx context.Context, req *protocol.Request, logs io.Writer) (*protocol.Response, error) {
+		switch req.Header.Get("X-Action") {
+		case "fail":
+			fmt.Fprintln(logs, "about to crash")
+			return nil, fmt.Errorf("container exited with code 3: %w", errdefs.ErrFunction)
+		case "timeout":
+			<-ctx.Done()
+			return nil, fmt.Errorf("no answer before the deadline: %w", errdefs.ErrTimeout)
+		case "flood":
+			fmt.Fprint(logs, strings.Repeat("x", 200))
+		case "500":
+			return &protocol.Response{Status: 500}, nil
+		}
+		return echoRun(ctx, req, logs)
+	})
+	for _, tt := range []struct {
+		action, status, errContains, log string
+	}{
+		{"", store.CallSuccess, "", ""},
+		{"fail", store.CallError, "exited with code 3", "about to crash\n"},
+		{"flood", store.CallSuccess, "", strings.Repeat("x", 64) + "\n[log truncated at 64 bytes]\n"},
+		// The answer of a detached call goes nowhere; like a sync call's
+		// record, a function that answered at all succeeded.
+		{"500", store.CallSuccess, "", ""},
+	} {
+		t.Run("action="+tt.action, func(t *testing.T) {
+			id := detachOK(t, srv, fn.ID, "x", "X-Action", tt.action)
+			c := waitFinal(t, st, fn.ID, id)
+			if c.Status != tt.status || !strings.Contains(c.Error, tt.errContains) || (tt.errContains == "" && c.Error != "") {
+				t.Fatalf("status %q error %q, want %q mentioning %q", c.Status, c.Error, tt.status, tt.errContains)
+			}
+			log, _ := st.GetCallLog(context.Background(), fn.ID, id)
+			if string(log) != tt.log {
+				t.Fatalf("log %q, want %q", log, tt.log)
+			}
+		})
+	}
+	t.Run("timeout", func(t *testing.T) {
+		if _, err := st.UpdateFn(context.Background(), fn.ID, func(f *store.Fn) error { f.Timeout = 1; return nil }); err != nil {
+			t.Fatal(err)
+		}
+		start := time.Now()
+		id := detachOK(t, srv, fn.ID, "x", "X-Action", "timeout")
+		c := waitFinal(t, st, fn.ID, id)
+		if c.Status != store.CallTimeout || time.Since(start) > 5*time.Second {
+			t.Fatalf("%+v after %s", c, time.Since(start))
+		}
+	})
+}
+
+func TestQueueBounds(t *testing.T) {
+	st := asyncStore(t)
+	_, f := asyncFn(t, st, "f")
+	_, g := asyncFn(t, st, "g")
+	srv := startAsyncServer(t, st, Config{QueuePerFn: 2, QueueTotal: 3}, echoRun)
+	// With the dispatcher stopped, accepted calls stay queued and the
+	// bounds are deterministic.
+	srv.closeAsync()
+
+	detachOK(t, srv, f.ID, "1")
+	detachOK(t, srv, f.ID, "2")
+	rec := detach(t, srv, f.ID, "3")
+	wantStatus(t, rec, http.StatusServiceUnavailable, `queue for fn "f" is full (2 calls waiting)`)
+	if rec.Header().Get("Retry-After") == "" {
+		t.Fatal("no Retry-After")
+	}
+	detachOK(t, srv, g.ID, "4")
+	rec = detach(t, srv, g.ID, "5")
+	wantStatus(t, rec, http.StatusServiceUnavailable, "queue is full (3 calls waiting")
+	if rec.Header().Get("Retry-After") == "" {
+		t.Fatal("no Retry-After")
+	}
+	if total, _, _ := st.CountQueued(context.Background()); total != 3 {
+		t.Fatalf("%d queued, want 3", total)
+	}
+
+	// Refused calls left no record behind.
+	calls, _, err := st.ListCalls(context.Background(), f.ID, store.ListOptions{})
+	if err != nil || len(calls) != 2 {
+		t.Fatalf("f has %d calls (%v), want 2", len(calls), err)
+	}
+}
+
+// TestRecoverInterrupted starts a Server on a store a crashed kilnd left
+// behind: a detached call running on its first attempt runs once more,
+// one running on its second attempt fails, a queued one runs, and a sync
+// call's running record fails.
+func TestRecoverInterrupted(t *testing.T) {
+	ctx := context.Background()
+	st := asyncStore(t)
+	app, fn := asyncFn(t, st, "f")
+	started := time.Now().Add(-time.Minute)
+	mk := func(status string, attempts int, detached bool) string {
+		c := &store.Call{ID: st.NewID(), FnID: fn.ID, AppID: app.ID, Status: status, Attempts: attempts}
+		if status == store.CallRunning {
+			c.StartedAt = &started
+		}
+		if detached {
+			c.Request = &store.CallRequest{Method: "POST", URL: "http://x/invoke", Body: []byte(c.ID)}
+		}
+		if err := st.CreateCall(ctx, c); err != nil {
+			t.Fatal(err)
+		}
+		return c.ID
+	}
+	firstTry := mk(store.CallRunning, 1, true)
+	secondTry := mk(store.CallRunning, 2, true)
+	queued := mk(store.CallQueued, 0, true)
+	syncCall := mk(store.CallRunning, 0, false)
+
+	var mu sync.Mutex
+	runs := map[string]int{}
+	startAsyncServer(t, st, Config{}, func(ctx context.Context, req *protocol.Request, logs io.Writer) (*protocol.Response, error) {
+		mu.Lock()
+		runs[string(req.Body)]++
+		mu.Unlock()
+		return echoRun(ctx, req, logs)
+	})
+
+	for _, tt := range []struct {
+		id, status, errContains string
+		attempts, runs          int
+	}{
+		{firstTry, store.CallSuccess, "", 2, 1},
+		{secondTry, store.CallError, "interrupted by a kilnd restart (attempt 2 of 2)", 2, 0},
+		{queued, store.CallSuccess, "", 1, 1},
+		{syncCall, store.CallError, "interrupted by a kilnd restart", 0, 0},
+	} {
+		c := waitFinal(t, st, fn.ID, tt.id)
+		if c.Status != tt.status || c.Attempts != tt.attempts || !strings.Contains(c.Error, tt.errContains) || (tt.errContains == "" && c.Error != "") {
+			t.Errorf("call %s: %+v, want %s after %d attempts (%q)", tt.id, c, tt.status, tt.attempts, tt.errContains)
+		}
+		if c.CompletedAt == nil || c.Request != nil {
+			t.Errorf("call %s: completed_at %v, request kept %v", tt.id, c.CompletedAt, c.Request != nil)
+		}
+		mu.Lock()
+		n := runs[tt.id]
+		mu.Unlock()
+		if n != tt.runs {
+			t.Errorf("call %s ran %d times, want %d", tt.id, n, tt.runs)
+		}
+	}
+	for _, status := range []string{store.CallQueued, store.CallRunning} {
+		if live, _ := st.ListCallsByStatus(ctx, status, 0); len(live) > 0 {
+			t.Errorf("%d calls still %s", len(live), status)
+		}
+	}
+}
+
+func TestCloseAsyncWaitsForInFlight(t *testing.T) {
+	st := asyncStore(t)
+	_, fn := asyncFn(t, st, "f")
+	release := make(chan struct{})
+	started := make(chan string, 10)
+	srv := startAsyncServer(t, st, Config{AsyncConcurrency: 1}, func(ctx context.Context, req *protocol.Request, logs io.Writer) (*protocol.Response, error) {
+		started <- req.CallID
+		select {
+		case <-release:
+		case <-ctx.Done():
+			return nil, fmt.Errorf("cut short: %w", errdefs.ErrTimeout)
+		}
+		return echoRun(ctx, req, logs)
+	})
+	first := detachOK(t, srv, fn.ID, "1")
+	if id := <-started; id != first {
+		t.Fatalf("started %s first, want %s", id, first)
+	}
+	rest := []string{detachOK(t, srv, fn.ID, "2"), detachOK(t, srv, fn.ID, "3")}
+
+	closed := make(chan struct{})
+	go func() {
+		srv.closeAsync()
+		close(closed)
+	}()
+	select {
+	case <-closed:
+		t.Fatal("closeAsync returned while a call was running")
+	case <-time.After(300 * time.Millisecond):
+	}
+	close(release)
+	select {
+	case <-closed:
+	case <-time.After(5 * time.Second):
+		t.Fatal("closeAsync did not return after the call finished")
+	}
+	srv.closeAsync() // a second close is harmless
+
+	if c := getCall(t, st, fn.ID, first); c.Status != store.CallSuccess {
+		t.Fatalf("in-flight call ended %+v", c)
+	}
+	for _, id := range rest {
+		if c := getCall(t, st, fn.ID, id); c.Status != store.CallQueued || c.Attempts != 0 {
+			t.Fatalf("queued call after close: %+v", c)
+		}
+	}
+	select {
+	case id := <-started:
+		t.Fatalf("call %s started after close", id)
+	default:
+	}
+
+	// The next start takes them up.
+	startAsyncServer(t, st, Config{}, echoRun)
+	for _, id := range rest {
+		if c := waitFinal(t, st, fn.ID, id); c.Status != store.CallSuccess || c.Attempts != 1 {
+			t.Fatalf("after restart: %+v", c)
+		}
+	}
+}
+
+func TestAsyncConcurrency(t *testing.T) {
+	st := asyncStore(t)
+	_, fn := asyncFn(t, st, "f")
+	var cur, peak atomic.Int32
+	srv := startAsyncServer(t, st, Config{AsyncConcurrency: 3}, func(ctx context.Context, req *protocol.Request, logs io.Writer) (*protocol.Response, error) {
+		n := cur.Add(1)
+		defer cur.Add(-1)
+		for {
+			p := peak.Load()
+			if n <= p || peak.CompareAndSwap(p, n) {
+				break
+			}
+		}
+		time.Sleep(100 * time.Millisecond)
+		return echoRun(ctx, req, logs)
+	})
+	var ids []string
+	for i := 0; i < 12; i++ {
+		ids = append(ids, detachOK(t, srv, fn.ID, fmt.Sprint(i)))
+	}
+	for _, id := range ids {
+		if c := waitFinal(t, st, fn.ID, id); c.Status != store.CallSuccess {
+			t.Fatalf("%+v", c)
+		}
+	}
+	if p := peak.Load(); p != 3 {
+		t.Fatalf("at most %d calls ran at once, want 3", p)
+	}
+}
+
+// TestAsyncOldestFirst: with one call at a time, calls run in the order
+// they were accepted.
+func TestAsyncOldestFirst(t *testing.T) {
+	st := asyncStore(t)
+	_, f := asyncFn(t, st, "f")
+	_, g := asyncFn(t, st, "g")
+	first := startAsyncServer(t, st, Config{}, echoRun)
+	first.closeAsync()
+	var want []string
+	for i := 0; i < 6; i++ {
+		fn := f
+		if i%2 == 1 {
+			fn = g
+		}
+		want = append(want, detachOK(t, first, fn.ID, fmt.Sprint(i)))
+	}
+	var mu sync.Mutex
+	var got []string
+	startAsyncServer(t, st, Config{AsyncConcurrency: 1}, func(ctx context.Context, req *protocol.Request, logs io.Writer) (*protocol.Response, error) {
+		mu.Lock()
+		got = append(got, req.CallID)
+		mu.Unlock()
+		return echoRun(ctx, req, logs)
+	})
+	waitUntil(t, 10*time.Second, "all calls to run", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(got) == len(want)
+	})
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("ran %v, want %v", got, want)
+	}
+}
+
+// TestAsyncDeletedFn: calls queued for a fn deleted before they ran go
+// with it and never run.
+func TestAsyncDeletedFn(t *testing.T) {
+	st := asyncStore(t)
+	_, fn := asyncFn(t, st, "f")
+	first := startAsyncServer(t, st, Config{}, echoRun)
+	first.closeAsync()
+	detachOK(t, first, fn.ID, "x")
+	if err := st.DeleteFn(context.Background(), fn.ID); err != nil {
+		t.Fatal(err)
+	}
+	var ran atomic.Bool
+	startAsyncServer(t, st, Config{}, func(ctx context.Context, req *protocol.Request, logs io.Writer) (*protocol.Response, error) {
+		ran.Store(true)
+		return echoRun(ctx, req, logs)
+	})
+	time.Sleep(1500 * time.Millisecond)
+	if ran.Load() {
+		t.Fatal("a call of a deleted fn ran")
+	}
+	if total, _, _ := st.CountQueued(context.Background()); total != 0 {
+		t.Fatalf("%d calls queued", total)
+	}
+}
