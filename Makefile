@@ -46,3 +46,6 @@ bench: ## benchmarks: codecs, pool, and kiln against bare containerd
 
 clean: ## remove build output
 	rm -rf $(BIN) test-e2e.log
+
+soak: ## soak: mixed sync/async load with faults for SOAK (default 5m); prints figures
+	$(GO) test -count=1 -timeout 60m -run '^TestSoak$$' -v ./test/ -args -soak $${SOAK:-5m}

@@ -11,6 +11,8 @@ import (
 
 	"github.com/sirupsen/logrus"
 
+	"github.com/kiln-run/kiln/errdefs"
+	"github.com/kiln-run/kiln/pool"
 	"github.com/kiln-run/kiln/protocol"
 	"github.com/kiln-run/kiln/store"
 )
@@ -346,6 +348,15 @@ func (s *Server) runDetached(c *store.Call) {
 	// The response has no one to go to: a detached call's outcome is its
 	// record and its log.
 	_, err = s.execute(cctx, app, fn, req, logs)
+	if busy(err) && !stopping(s.async.stop) {
+		// Sync calls had the node's capacity for the whole deadline (or
+		// containerd is restarting): the call did not run, so it goes
+		// back in the queue as it was, attempt uncounted, rather than
+		// fail for a reason that says nothing about the function.
+		log.WithError(err).Info("no capacity for a detached call; queued again")
+		s.requeue(ctx, log, c)
+		return
+	}
 	status, msg := store.CallSuccess, ""
 	if err != nil {
 		status, msg = callStatus(err), err.Error()
@@ -353,6 +364,26 @@ func (s *Server) runDetached(c *store.Call) {
 	}
 	s.finishDetached(ctx, log, c, status, msg, logs)
 	s.cfg.Metrics.ObserveCall(app.Name, fn.Name, status, time.Since(start))
+}
+
+// busy reports an error that means the call never reached a container.
+func busy(err error) bool {
+	return errors.Is(err, pool.ErrNoCapacity) || (errors.Is(err, errdefs.ErrUnavailable) && !errors.Is(err, pool.ErrClosed))
+}
+
+// requeue puts a claimed call that never ran back in the queue.
+func (s *Server) requeue(ctx context.Context, log *logrus.Entry, c *store.Call) {
+	_, err := s.store.UpdateCall(ctx, c.FnID, c.ID, func(c *store.Call) error {
+		c.Status = store.CallQueued
+		c.StartedAt = nil
+		if c.Attempts > 0 {
+			c.Attempts--
+		}
+		return nil
+	})
+	if err != nil {
+		log.WithError(err).Error("queue a detached call again")
+	}
 }
 
 // finishDetached writes a call's final state and its log in one

@@ -18,6 +18,7 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/kiln-run/kiln/errdefs"
+	"github.com/kiln-run/kiln/pool"
 	"github.com/kiln-run/kiln/protocol"
 	"github.com/kiln-run/kiln/store"
 )
@@ -525,5 +526,25 @@ func TestAsyncDeletedFn(t *testing.T) {
 	}
 	if total, _, _ := st.CountQueued(context.Background()); total != 0 {
 		t.Fatalf("%d calls queued", total)
+	}
+}
+
+// TestAsyncNoCapacityRequeues: a detached call that could not get a
+// container before its deadline did not run; it waits in the queue again
+// instead of failing, and its attempt is not counted.
+func TestAsyncNoCapacityRequeues(t *testing.T) {
+	st := asyncStore(t)
+	_, fn := asyncFn(t, st, "busy")
+	var tries atomic.Int32
+	srv := startAsyncServer(t, st, Config{}, func(ctx context.Context, req *protocol.Request, logs io.Writer) (*protocol.Response, error) {
+		if tries.Add(1) == 1 {
+			return nil, fmt.Errorf("%w: no instance became free", pool.ErrNoCapacity)
+		}
+		return echoRun(ctx, req, logs)
+	})
+	id := detachOK(t, srv, fn.ID, "x")
+	c := waitFinal(t, st, fn.ID, id)
+	if c.Status != store.CallSuccess || c.Attempts != 1 || tries.Load() != 2 {
+		t.Fatalf("call %+v after %d tries; want success on attempt 1 after 2 tries", c, tries.Load())
 	}
 }

@@ -106,9 +106,10 @@ func (s *Server) authorize(r *http.Request, app *store.App, fn *store.Fn) error 
 	if claims.FnID != "" && claims.FnID != fn.ID {
 		return errorf(http.StatusForbidden, "token is for another fn, not %q", fn.Name)
 	}
-	// The token was for kiln. Passed on, it would sit in the function's
-	// reach and in stored detached calls, and an app-wide token would
-	// let one fn's code call its siblings.
+	// The token was for kiln. Passed on, a hostile function could keep
+	// one caller's token for the next caller of its container (an app
+	// token opens the sibling fns too), and detached calls would store
+	// it at rest.
 	r.Header.Del("Authorization")
 	return nil
 }

@@ -4,7 +4,6 @@
 package api
 
 import (
-	"crypto/subtle"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -182,15 +181,10 @@ func (s *Server) guardAdmin(next http.Handler) http.Handler {
 	if s.cfg.AdminToken == "" {
 		return next
 	}
-	want := []byte("Bearer " + s.cfg.AdminToken)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if strings.HasPrefix(r.URL.Path, "/v2/") {
-			got := []byte(r.Header.Get("Authorization"))
-			if subtle.ConstantTimeCompare(got, want) != 1 {
-				w.Header().Set("WWW-Authenticate", `Bearer realm="kiln"`)
-				writeError(w, errUnauthorized)
-				return
-			}
+		if strings.HasPrefix(r.URL.Path, "/v2/") && !s.isAdmin(r.Header) {
+			writeError(w, errUnauthorized)
+			return
 		}
 		next.ServeHTTP(w, r)
 	})
@@ -252,6 +246,9 @@ func writeError(w http.ResponseWriter, err error) {
 	status := statusOf(err)
 	if status == http.StatusServiceUnavailable && w.Header().Get("Retry-After") == "" {
 		w.Header().Set("Retry-After", "1")
+	}
+	if status == http.StatusUnauthorized && w.Header().Get("WWW-Authenticate") == "" {
+		w.Header().Set("WWW-Authenticate", `Bearer realm="kiln"`)
 	}
 	writeJSON(w, status, map[string]any{"message": err.Error(), "code": status})
 }

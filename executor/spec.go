@@ -85,6 +85,10 @@ func (f *Function) limits(imageUser string, extraEnv []string) []oci.SpecOpts {
 		oci.WithAmbientCapabilities(nil),
 		seccomp.WithDefaultProfile(),
 		oci.WithPidsLimit(pids),
+		// Its own cgroup namespace, so /proc/self/cgroup does not show
+		// the node's cgroup layout.
+		oci.WithLinuxNamespace(specs.LinuxNamespace{Type: specs.CgroupNamespace}),
+		withOOMScoreAdj(oomScoreAdj),
 		withMemoryNoSwap(memBytes),
 		oci.WithMounts([]specs.Mount{{
 			Destination: "/tmp",
@@ -104,6 +108,17 @@ func (f *Function) limits(imageUser string, extraEnv []string) []oci.SpecOpts {
 		opts = append(opts, oci.WithHostNamespace(specs.NetworkNamespace), oci.WithHostResolvconf, oci.WithHostHostsFile)
 	}
 	return opts
+}
+
+// oomScoreAdj makes the kernel pick a function over kilnd or containerd
+// when the whole node runs out of memory.
+const oomScoreAdj = 500
+
+func withOOMScoreAdj(adj int) oci.SpecOpts {
+	return func(_ context.Context, _ oci.Client, _ *containers.Container, s *oci.Spec) error {
+		s.Process.OOMScoreAdj = &adj
+		return nil
+	}
 }
 
 // withMemoryNoSwap sets memory and memory+swap to the same value: a fn

@@ -56,6 +56,12 @@ func TestSpecHardening(t *testing.T) {
 	if !slices.ContainsFunc(s.Linux.Namespaces, func(n specs.LinuxNamespace) bool { return n.Type == specs.NetworkNamespace && n.Path == "" }) {
 		t.Error("no private network namespace")
 	}
+	if !slices.ContainsFunc(s.Linux.Namespaces, func(n specs.LinuxNamespace) bool { return n.Type == specs.CgroupNamespace }) {
+		t.Error("no cgroup namespace")
+	}
+	if s.Process.OOMScoreAdj == nil || *s.Process.OOMScoreAdj <= 0 {
+		t.Error("functions are not the node's first OOM victims")
+	}
 	if len(s.Linux.MaskedPaths) == 0 {
 		t.Error("no masked /proc paths")
 	}

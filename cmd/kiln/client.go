@@ -101,7 +101,10 @@ func (c *client) send(ctx context.Context, r request) (*http.Response, error) {
 		}
 	}
 	req.Header.Set("User-Agent", "kiln/"+Version)
-	if c.token != "" {
+	// The admin token is for the admin API only: sent on an invoke it
+	// would reach the function, and it would override a caller's own
+	// Authorization (a private fn's token).
+	if c.token != "" && strings.HasPrefix(req.URL.Path, "/v2/") {
 		req.Header.Set("Authorization", "Bearer "+c.token)
 	}
 	resp, err := c.http.Do(req)

@@ -110,6 +110,7 @@ func (c *cli) rootCmd() *cobra.Command {
 		c.appsCmd(),
 		c.fnsCmd(),
 		c.triggersCmd(),
+		c.tokensCmd(),
 		c.invokeCmd(),
 		c.callsCmd(),
 		c.imagesCmd(),

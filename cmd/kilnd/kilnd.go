@@ -150,7 +150,12 @@ func (m *Main) Open(ctx context.Context) error {
 		mx.ContainerStart.WithLabelValues(app, fn, "cold").Inc()
 		mx.StartSeconds.Observe(took.Seconds())
 	})
+	tokenKey, err := api.LoadOrCreateTokenKey(filepath.Join(m.cfg.DataDir, "token.key"))
+	if err != nil {
+		return fmt.Errorf("token key: %w", err)
+	}
 	m.api = api.New(api.Config{
+		TokenKey:   tokenKey,
 		Store:      m.store,
 		Pool:       m.pool,
 		Runtime:    &runtimeAdapter{rt: m.runtime, store: m.store, allowHostNetwork: m.cfg.AllowHostNetwork},

@@ -40,10 +40,10 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/kiln-run/kiln/images/go/fdk"
@@ -284,31 +284,50 @@ func fork(out io.Writer, n int) {
 	if err != nil {
 		exe = os.Args[0]
 	}
+	attr := &os.ProcAttr{
+		// GOMAXPROCS=1 keeps each child to few threads: the pids limit
+		// counts threads, and the probe is about processes.
+		Env: append(os.Environ(), childEnv+"=1", "GOMAXPROCS=1"),
+		// No stdin or stdout at all (an empty image may lack /dev/null,
+		// and stdout is kiln's channel); stderr is shared for diagnostics.
+		Files: []*os.File{nil, nil, os.Stderr},
+	}
 	started := 0
 	var first error
 	for range n {
-		cmd := exec.Command(exe)
-		cmd.Env = append(os.Environ(), childEnv+"=1")
-		// Not nil: os/exec would open /dev/null, which an empty image may
-		// lack. Never our stdout: that is kiln's channel.
-		cmd.Stdin = strings.NewReader("")
-		cmd.Stdout = io.Discard
-		cmd.Stderr = os.Stderr
-		if err := cmd.Start(); err != nil {
+		if _, err := os.StartProcess(exe, []string{exe}, attr); err != nil {
 			if first == nil {
 				first = err
 			}
 			continue
 		}
 		started++
-		go cmd.Wait() // reap it when it exits
 	}
+	reapChildren.Do(func() { go reap() })
 	fdk.SetHeader(out, "X-Fork-Started", strconv.Itoa(started))
 	msg := fmt.Sprintf("started %d of %d", started, n)
 	if first != nil {
 		msg += fmt.Sprintf("; first error: %v", first)
 	}
 	answer(out, msg)
+}
+
+// reapChildren starts one reaper for all forked children: a goroutine per
+// child blocked in wait would hold a thread each, and threads count
+// against the same pids limit the probe measures.
+var reapChildren sync.Once
+
+func reap() {
+	for {
+		var ws syscall.WaitStatus
+		if _, err := syscall.Wait4(-1, &ws, 0, nil); err != nil {
+			if err == syscall.ECHILD {
+				time.Sleep(100 * time.Millisecond)
+				continue
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
 }
 
 func writeRoot() string {
