@@ -53,44 +53,18 @@ func (s *Server) fnChanged(fnID string) {
 }
 
 func (s *Server) invokeByID(w http.ResponseWriter, r *http.Request) {
-	ctx := r.Context()
-	fnID := r.PathValue("fn_id")
-	fn, err := s.store.GetFn(ctx, fnID)
+	app, fn, err := s.resolve.fn(r.Context(), r.PathValue("fn_id"))
 	if err != nil {
-		writeError(w, fnLookupError(fnID, err))
-		return
-	}
-	app, err := s.store.GetApp(ctx, fn.AppID)
-	if err != nil {
-		writeError(w, fmt.Errorf("app %q of fn %q: %w", fn.AppID, fnID, err))
+		writeError(w, err)
 		return
 	}
 	s.invoke(w, r, app, fn)
 }
 
 func (s *Server) invokeTrigger(w http.ResponseWriter, r *http.Request) {
-	ctx := r.Context()
-	appName := r.PathValue("app")
-	source := "/" + r.PathValue("source")
-	app, err := s.store.GetAppByName(ctx, appName)
+	app, fn, err := s.resolve.trigger(r.Context(), r.PathValue("app"), "/"+r.PathValue("source"))
 	if err != nil {
-		if errors.Is(err, store.ErrNotFound) {
-			err = fmt.Errorf("app %q: %w", appName, store.ErrNotFound)
-		}
 		writeError(w, err)
-		return
-	}
-	trig, err := s.store.GetTriggerBySource(ctx, app.ID, source)
-	if err != nil {
-		if errors.Is(err, store.ErrNotFound) {
-			err = fmt.Errorf("no trigger %q in app %q: %w", source, appName, store.ErrNotFound)
-		}
-		writeError(w, err)
-		return
-	}
-	fn, err := s.store.GetFn(ctx, trig.FnID)
-	if err != nil {
-		writeError(w, fnLookupError(trig.FnID, err))
 		return
 	}
 	s.invoke(w, r, app, fn)

@@ -64,6 +64,7 @@ type Server struct {
 
 	draining atomic.Bool
 	records  *recorder
+	resolve  *resolver
 	async    asyncState
 }
 
@@ -86,6 +87,7 @@ func New(cfg Config) *Server {
 	}
 	s := &Server{cfg: cfg, store: cfg.Store, log: cfg.Logger}
 	if cfg.Store != nil {
+		s.resolve = newResolver(cfg.Store)
 		s.records = newRecorder(cfg.Store, cfg.Logger, cfg.CallsPerFn, cfg.CallMaxAge)
 	}
 	mux := http.NewServeMux()

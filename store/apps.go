@@ -23,7 +23,7 @@ func (s *Store) CreateApp(ctx context.Context, in *App) (*App, error) {
 	app.ID = s.NewID()
 	app.CreatedAt = s.timestamp()
 	app.UpdatedAt = app.CreatedAt
-	err = s.update(ctx, func(tx *bolt.Tx) error {
+	err = s.updateResources(ctx, func(tx *bolt.Tx) error {
 		names := tx.Bucket(bktAppNames)
 		if names.Get([]byte(app.Name)) != nil {
 			return fmt.Errorf("app named %q %w", app.Name, ErrConflict)
@@ -105,7 +105,7 @@ func (s *Store) ListApps(ctx context.Context, opts ListOptions) ([]*App, string,
 // creation time cannot be changed; a rename to a taken name is ErrConflict.
 func (s *Store) UpdateApp(ctx context.Context, id string, fn func(*App) error) (*App, error) {
 	var out *App
-	err := s.update(ctx, func(tx *bolt.Tx) error {
+	err := s.updateResources(ctx, func(tx *bolt.Tx) error {
 		old, err := getApp(tx, id)
 		if err != nil {
 			return err
@@ -148,7 +148,7 @@ func (s *Store) UpdateApp(ctx context.Context, id string, fn func(*App) error) (
 // drained.
 func (s *Store) DeleteApp(ctx context.Context, id string) ([]string, error) {
 	var fnIDs []string
-	err := s.update(ctx, func(tx *bolt.Tx) error {
+	err := s.updateResources(ctx, func(tx *bolt.Tx) error {
 		app, err := getApp(tx, id)
 		if err != nil {
 			return err

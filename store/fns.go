@@ -23,7 +23,7 @@ func (s *Store) CreateFn(ctx context.Context, in *Fn) (*Fn, error) {
 	fn.ID = s.NewID()
 	fn.CreatedAt = s.timestamp()
 	fn.UpdatedAt = fn.CreatedAt
-	err = s.update(ctx, func(tx *bolt.Tx) error {
+	err = s.updateResources(ctx, func(tx *bolt.Tx) error {
 		if _, err := getApp(tx, fn.AppID); err != nil {
 			return err
 		}
@@ -127,7 +127,7 @@ func (s *Store) ListFns(ctx context.Context, opts ListOptions) ([]*Fn, string, e
 // is ErrConflict.
 func (s *Store) UpdateFn(ctx context.Context, id string, fn func(*Fn) error) (*Fn, error) {
 	var out *Fn
-	err := s.update(ctx, func(tx *bolt.Tx) error {
+	err := s.updateResources(ctx, func(tx *bolt.Tx) error {
 		old, err := getFn(tx, id)
 		if err != nil {
 			return err
@@ -167,7 +167,7 @@ func (s *Store) UpdateFn(ctx context.Context, id string, fn func(*Fn) error) (*F
 
 // DeleteFn deletes a fn with its triggers and call records.
 func (s *Store) DeleteFn(ctx context.Context, id string) error {
-	return s.update(ctx, func(tx *bolt.Tx) error { return deleteFn(tx, id) })
+	return s.updateResources(ctx, func(tx *bolt.Tx) error { return deleteFn(tx, id) })
 }
 
 func deleteFn(tx *bolt.Tx, id string) error {

@@ -18,6 +18,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -72,6 +73,9 @@ type Store struct {
 	// now is the clock; tests replace it to control timestamps and ids.
 	now func() time.Time
 	ids idSource
+	// generation counts committed changes to apps, fns and triggers, so
+	// a reader can cache them and know when to stop trusting the cache.
+	generation atomic.Uint64
 }
 
 // Open opens (creating if needed) the database at path. A second process
@@ -127,6 +131,21 @@ func (s *Store) update(ctx context.Context, fn func(tx *bolt.Tx) error) error {
 	}
 	return s.db.Update(fn)
 }
+
+// updateResources is update for apps, fns and triggers: it bumps the
+// generation after the commit, so a cache filled after reading the new
+// generation never holds a record older than it.
+func (s *Store) updateResources(ctx context.Context, fn func(tx *bolt.Tx) error) error {
+	err := s.update(ctx, fn)
+	if err == nil {
+		s.generation.Add(1)
+	}
+	return err
+}
+
+// Generation changes whenever an app, fn or trigger does. Call records
+// do not count: they change on every call.
+func (s *Store) Generation() uint64 { return s.generation.Load() }
 
 func key(parts ...string) []byte { return []byte(strings.Join(parts, sep)) }
 

@@ -34,7 +34,7 @@ func (s *Store) CreateTrigger(ctx context.Context, in *Trigger) (*Trigger, error
 	t.ID = s.NewID()
 	t.CreatedAt = s.timestamp()
 	t.UpdatedAt = t.CreatedAt
-	err = s.update(ctx, func(tx *bolt.Tx) error {
+	err = s.updateResources(ctx, func(tx *bolt.Tx) error {
 		if _, err := getApp(tx, t.AppID); err != nil {
 			return err
 		}
@@ -230,7 +230,7 @@ func (s *Store) ListTriggersByType(ctx context.Context, typ string) ([]*Trigger,
 // CreateTrigger.
 func (s *Store) UpdateTrigger(ctx context.Context, id string, fn func(*Trigger) error) (*Trigger, error) {
 	var out *Trigger
-	err := s.update(ctx, func(tx *bolt.Tx) error {
+	err := s.updateResources(ctx, func(tx *bolt.Tx) error {
 		old, err := getTrigger(tx, id)
 		if err != nil {
 			return err
@@ -272,7 +272,7 @@ func (s *Store) UpdateTrigger(ctx context.Context, id string, fn func(*Trigger) 
 
 // DeleteTrigger deletes a trigger.
 func (s *Store) DeleteTrigger(ctx context.Context, id string) error {
-	return s.update(ctx, func(tx *bolt.Tx) error { return deleteTrigger(tx, id) })
+	return s.updateResources(ctx, func(tx *bolt.Tx) error { return deleteTrigger(tx, id) })
 }
 
 func deleteTrigger(tx *bolt.Tx, id string) error {
