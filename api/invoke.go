@@ -81,7 +81,6 @@ func fnLookupError(fnID string, err error) error {
 func (s *Server) invoke(w http.ResponseWriter, r *http.Request, app *store.App, fn *store.Fn) {
 	callID := s.store.NewID()
 	w.Header().Set("Fn-Call-Id", callID)
-	log := s.log.WithFields(logrus.Fields{"app": app.Name, "fn": fn.Name, "call_id": callID})
 	if s.draining.Load() {
 		writeError(w, fmt.Errorf("kilnd is shutting down: %w", errdefs.ErrUnavailable))
 		return
@@ -132,6 +131,8 @@ func (s *Server) invoke(w http.ResponseWriter, r *http.Request, app *store.App, 
 	s.records.put(rec, logs)
 	s.cfg.Metrics.ObserveCall(app.Name, fn.Name, rec.Status, done.Sub(start))
 	if err != nil {
+		// Built only on failure: a logrus entry costs a map per call.
+		log := s.log.WithFields(logrus.Fields{"app": app.Name, "fn": fn.Name, "call_id": callID})
 		if r.Context().Err() != nil {
 			log.WithError(err).Info("client went away before the call finished")
 			return

@@ -2,10 +2,12 @@ package executor
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"sort"
 
 	"github.com/containerd/containerd"
+	"github.com/containerd/containerd/images"
 	"github.com/containerd/containerd/platforms"
 )
 
@@ -45,13 +47,47 @@ func (r *Runtime) Images(ctx context.Context) ([]ImageInfo, error) {
 	}
 	out := make([]ImageInfo, 0, len(list))
 	for _, im := range list {
-		size, err := im.Size(ctx, r.client.ContentStore(), platforms.Default())
-		if err != nil {
-			size = -1
-		}
-		out = append(out, ImageInfo{Name: im.Name, Digest: im.Target.Digest.String(), Size: size})
+		out = append(out, r.imageInfo(ctx, im))
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	return out, nil
 }
 
+// imageInfo describes im; a size that cannot be computed (content not
+// all present) is -1 rather than an error, so one broken image does not
+// hide the others from a listing.
+func (r *Runtime) imageInfo(ctx context.Context, im images.Image) ImageInfo {
+	size, err := im.Size(ctx, r.client.ContentStore(), platforms.Default())
+	if err != nil {
+		size = -1
+	}
+	return ImageInfo{Name: im.Name, Digest: im.Target.Digest.String(), Size: size}
+}
+
+// LookupImage describes the local image ref names, as written or in its
+// normalized form. It never pulls; a missing image is ErrNotFound.
+func (r *Runtime) LookupImage(ctx context.Context, ref string) (ImageInfo, error) {
+	ctx = r.ctx(ctx)
+	img, err := r.lookupImage(ctx, ref)
+	if err != nil {
+		return ImageInfo{}, err
+	}
+	return r.imageInfo(ctx, img.Metadata()), nil
+}
+
+// DeleteImage removes the local image ref names and waits for containerd
+// to collect its content, so the space is free when it returns. Running
+// containers keep their snapshots; only new ones would need a pull.
+func (r *Runtime) DeleteImage(ctx context.Context, ref string) (ImageInfo, error) {
+	ctx = r.ctx(ctx)
+	img, err := r.lookupImage(ctx, ref)
+	if err != nil {
+		return ImageInfo{}, err
+	}
+	info := r.imageInfo(ctx, img.Metadata())
+	if err := r.client.ImageService().Delete(ctx, img.Name(), images.SynchronousDelete()); err != nil {
+		return ImageInfo{}, wrapContainerd(fmt.Sprintf("delete image %q", img.Name()), err)
+	}
+	r.forgetDigests()
+	return info, nil
+}

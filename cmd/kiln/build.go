@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -16,18 +17,27 @@ import (
 func (c *cli) buildCmd() *cobra.Command {
 	var (
 		tag, runtime, output string
+		cacheDir, mirror     string
 		envs                 []string
 	)
 	cmd := &cobra.Command{
 		Use:   "build DIR --tag REF",
 		Short: "Build a function image from source, without Docker",
 		Long: "Build a function image from the source in DIR. With --output the image archive\n" +
-			"is written to that file; without it the image is imported into kilnd.\n" +
-			"Runtimes: go (a static binary at /function on an empty base).",
+			"is written to that file; without it the image is imported into kilnd.\n\n" +
+			"Runtimes (detected from DIR's files unless --runtime says):\n" +
+			"  go      go.mod or *.go: a static binary at /function on an empty base\n" +
+			"  python  *.py: func.py's handler(ctx, data), Debian's python3, the FDK at /fdk\n" +
+			"  node    package.json or *.js: func.js's exported handler, Debian's nodejs\n" +
+			"  shell   *.sh: func.sh (or run.sh) under busybox, default format only\n\n" +
+			"The python and node bases are built once with debootstrap (as root, from the\n" +
+			"Debian mirror in this machine's apt sources, or --debian-mirror) and cached in\n" +
+			"--cache-dir; later builds only add the function. The shell runtime copies the\n" +
+			"static busybox of Debian's busybox-static package from this machine.",
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if runtime != "go" {
-				return fmt.Errorf("runtime %s not supported yet", runtime)
+			if runtime != "" && !slices.Contains(imagebuild.Runtimes(), runtime) {
+				return fmt.Errorf("unknown runtime %q: want one of %s", runtime, strings.Join(imagebuild.Runtimes(), ", "))
 			}
 			for _, e := range envs {
 				if k, _, ok := strings.Cut(e, "="); !ok || k == "" {
@@ -35,7 +45,7 @@ func (c *cli) buildCmd() *cobra.Command {
 				}
 			}
 			// Without --output the archive only exists to be uploaded, so
-			// check kilnd answers before time goes into compiling.
+			// check kilnd answers before time goes into building.
 			var cl *client
 			if output == "" {
 				var err error
@@ -57,7 +67,15 @@ func (c *cli) buildCmd() *cobra.Command {
 				_ = f.Close()
 				defer os.Remove(path)
 			}
-			dgst, err := writeGoImage(cmd, path, args[0], tag, envs, c)
+			opts := imagebuild.BuildOptions{
+				Dir:      args[0],
+				Ref:      tag,
+				Runtime:  runtime,
+				Env:      envs,
+				Progress: c.stderr,
+				Base:     imagebuild.BaseOptions{CacheDir: cacheDir, Mirror: mirror},
+			}
+			dgst, err := writeImage(cmd, path, opts)
 			if err != nil {
 				return err
 			}
@@ -77,26 +95,31 @@ func (c *cli) buildCmd() *cobra.Command {
 	}
 	f := cmd.Flags()
 	f.StringVarP(&tag, "tag", "t", "", "image reference to name the image, e.g. hello:dev (required)")
-	f.StringVar(&runtime, "runtime", "go", "language runtime of the source: go")
+	f.StringVar(&runtime, "runtime", "", "runtime of the source: "+strings.Join(imagebuild.Runtimes(), ", ")+" (default: detected)")
 	f.StringVar(&output, "output", "", "write the image archive to this file instead of importing it")
 	f.StringArrayVar(&envs, "env", nil, "KEY=VALUE baked into the image's environment (repeatable)")
+	f.StringVar(&cacheDir, "cache-dir", imagebuild.CacheDirFrom(c.getenv),
+		"where built python/node bases are kept (env KILN_CACHE_DIR; else build-cache in KILN_DATA_DIR, else the user cache dir)")
+	f.StringVar(&mirror, "debian-mirror", c.getenv("KILN_DEBIAN_MIRROR"),
+		"Debian archive URL for building bases (env KILN_DEBIAN_MIRROR; default: from this machine's apt sources)")
 	_ = cmd.MarkFlagRequired("tag")
 	return cmd
 }
 
-// writeGoImage builds into path, removing a half-written file on failure so
+// writeImage builds into path, removing a half-written file on failure so
 // --output never leaves a corrupt archive behind.
-func writeGoImage(cmd *cobra.Command, path, dir, tag string, envs []string, c *cli) (string, error) {
-	abs, err := filepath.Abs(dir)
+func writeImage(cmd *cobra.Command, path string, opts imagebuild.BuildOptions) (string, error) {
+	abs, err := filepath.Abs(opts.Dir)
 	if err != nil {
 		return "", err
 	}
+	opts.Dir = abs
 	f, err := os.Create(path)
 	if err != nil {
 		return "", err
 	}
 	bw := bufio.NewWriterSize(f, 1<<20)
-	dgst, err := imagebuild.GoFunctionImage(cmd.Context(), bw, abs, tag, envs, c.stderr)
+	dgst, _, err := imagebuild.Build(cmd.Context(), bw, opts)
 	if err == nil {
 		err = bw.Flush()
 	}

@@ -1,12 +1,17 @@
 package main
 
 import (
+	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 )
@@ -17,7 +22,7 @@ func (c *cli) imagesCmd() *cobra.Command {
 		Aliases: []string{"image"},
 		Short:   "Manage the images kilnd runs fns from",
 	}
-	cmd.AddCommand(c.imagesImportCmd(), c.imagesListCmd(), c.imagesPullCmd())
+	cmd.AddCommand(c.imagesImportCmd(), c.imagesListCmd(), c.imagesPullCmd(), c.imagesRemoveCmd())
 	return cmd
 }
 
@@ -135,35 +140,235 @@ func (c *cli) imagesPullCmd() *cobra.Command {
 	return &cobra.Command{
 		Use:   "pull REF",
 		Short: "Have kilnd pull an image from a registry",
-		Args:  cobra.ExactArgs(1),
+		Long: "Have kilnd pull an image from a registry, with progress on stderr. kilnd reads\n" +
+			"registry credentials from its docker config.json and speaks plain HTTP only to\n" +
+			"the registries in its --insecure-registries.",
+		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			cl, err := c.client()
 			if err != nil {
 				return err
 			}
-			fmt.Fprintf(c.stderr, "pulling %s...\n", args[0])
-			raw, err := cl.jsonCall(cmd.Context(), http.MethodPost, "/v2/images/pull", nil,
-				map[string]string{"ref": args[0]}, nil)
+			res, err := c.pull(cmd.Context(), cl, args[0])
 			if err != nil {
 				return err
 			}
-			// The answer's shape beyond success is not part of the
-			// contract; show a name and digest when they are there.
-			var im imageResource
-			_ = json.Unmarshal(raw, &im)
 			if c.jsonOutput() {
-				return printJSON(c.stdout, raw)
+				return printJSONValue(c.stdout, res)
 			}
-			name := im.Name
+			name := res.Image
 			if name == "" {
 				name = args[0]
 			}
-			if im.Digest != "" {
-				fmt.Fprintf(c.stdout, "pulled %s %s\n", name, im.Digest)
+			if res.Digest != "" {
+				fmt.Fprintf(c.stdout, "pulled %s %s\n", name, res.Digest)
 			} else {
 				fmt.Fprintf(c.stdout, "pulled %s\n", name)
 			}
 			return nil
 		},
+	}
+}
+
+// pullResult is kilnd's final answer to a pull.
+type pullResult struct {
+	Image  string `json:"image"`
+	Digest string `json:"digest"`
+}
+
+// pullLine is one line of a streamed pull: progress, the result, or an
+// error that happened after the stream began.
+type pullLine struct {
+	pullProgressLine
+	pullResult
+	Message string `json:"message"`
+	Code    int    `json:"code"`
+	// Name is what kilnd answered before it streamed; kept so an older
+	// kilnd's {"name","digest"} still shows a name.
+	Name string `json:"name"`
+}
+
+type pullProgressLine struct {
+	Status      string `json:"status"`
+	LayersDone  int    `json:"layers_done"`
+	LayersTotal int    `json:"layers_total"`
+	Bytes       int64  `json:"bytes"`
+	Total       int64  `json:"total"`
+}
+
+// pull asks kilnd to pull ref, drawing its progress stream on stderr.
+func (c *cli) pull(ctx context.Context, cl *client, ref string) (pullResult, error) {
+	body, err := json.Marshal(map[string]string{"ref": ref})
+	if err != nil {
+		return pullResult{}, err
+	}
+	resp, err := cl.send(ctx, request{
+		Method:        http.MethodPost,
+		Path:          "/v2/images/pull",
+		Header:        http.Header{"Content-Type": {"application/json"}, "Accept": {ndjson + ", application/json"}},
+		Body:          bytes.NewReader(body),
+		ContentLength: int64(len(body)),
+	})
+	if err != nil {
+		return pullResult{}, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode < 200 || resp.StatusCode > 299 {
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+		return pullResult{}, errorFromBody(resp.StatusCode, b)
+	}
+	bar := newPullBar(c.stderr, ref)
+	defer bar.finish()
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	var res pullResult
+	for sc.Scan() {
+		line := bytes.TrimSpace(sc.Bytes())
+		if len(line) == 0 {
+			continue
+		}
+		var l pullLine
+		if err := json.Unmarshal(line, &l); err != nil {
+			return pullResult{}, fmt.Errorf("decoding pull answer %q: %w", clip(string(line)), err)
+		}
+		switch {
+		case l.Message != "" && l.Code != 0:
+			bar.finish()
+			return pullResult{}, &apiError{Status: l.Code, Message: l.Message}
+		case l.Status != "":
+			bar.update(l.pullProgressLine)
+		case l.Image != "" || l.Digest != "" || l.Name != "":
+			res = l.pullResult
+			if res.Image == "" {
+				res.Image = l.Name
+			}
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return pullResult{}, fmt.Errorf("reading pull answer: %w", err)
+	}
+	if res.Image == "" && res.Digest == "" {
+		return pullResult{}, fmt.Errorf("kilnd ended the pull of %s without a result", ref)
+	}
+	bar.done()
+	return res, nil
+}
+
+const ndjson = "application/x-ndjson"
+
+func clip(s string) string {
+	if len(s) > 200 {
+		return s[:200] + "..."
+	}
+	return s
+}
+
+func (c *cli) imagesRemoveCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:     "rm REF",
+		Aliases: []string{"remove", "delete"},
+		Short:   "Delete an image no fn uses",
+		Args:    cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			cl, err := c.client()
+			if err != nil {
+				return err
+			}
+			// Each segment is escaped on its own: the route takes the
+			// rest of the path, slashes included, as the reference.
+			parts := strings.Split(args[0], "/")
+			for i, p := range parts {
+				parts[i] = seg(p)
+			}
+			raw, err := cl.jsonCall(cmd.Context(), http.MethodDelete, "/v2/images/"+strings.Join(parts, "/"), nil, nil, nil)
+			if err != nil {
+				return err
+			}
+			if c.jsonOutput() {
+				return printJSON(c.stdout, raw)
+			}
+			var ans struct {
+				Message string `json:"message"`
+			}
+			_ = json.Unmarshal(raw, &ans)
+			if ans.Message == "" {
+				ans.Message = "deleted " + args[0]
+			}
+			fmt.Fprintln(c.stdout, ans.Message)
+			return nil
+		},
+	}
+}
+
+// pullBar draws a pull's progress: layers and bytes. On a terminal it
+// redraws one line; into a file or pipe it writes a line when the status
+// changes, a layer completes or another quarter of the bytes arrived.
+type pullBar struct {
+	w     io.Writer
+	label string
+	tty   bool
+
+	last     pullProgressLine
+	lastDraw time.Time
+	drawn    bool
+	closed   bool
+}
+
+func newPullBar(w io.Writer, ref string) *pullBar {
+	return &pullBar{w: w, label: "pulling " + ref, tty: isTerminalWriter(w)}
+}
+
+func (b *pullBar) text(p pullProgressLine) string {
+	s := fmt.Sprintf("%s: %s, %d/%d layers", b.label, p.Status, p.LayersDone, p.LayersTotal)
+	if p.Total > 0 {
+		s += fmt.Sprintf(", %s / %s (%d%%)", fmtBytes(p.Bytes), fmtBytes(p.Total), p.Bytes*100/p.Total)
+	}
+	return s
+}
+
+func (b *pullBar) update(p pullProgressLine) {
+	if b.closed {
+		return
+	}
+	if b.tty {
+		if p.Status == b.last.Status && time.Since(b.lastDraw) < 100*time.Millisecond {
+			b.last = p
+			return
+		}
+		fmt.Fprintf(b.w, "\r%s\x1b[K", b.text(p))
+	} else {
+		quarter := func(q pullProgressLine) int64 {
+			if q.Total <= 0 {
+				return 0
+			}
+			return q.Bytes * 4 / q.Total
+		}
+		if b.drawn && p.Status == b.last.Status && p.LayersDone == b.last.LayersDone && quarter(p) == quarter(b.last) {
+			b.last = p
+			return
+		}
+		fmt.Fprintln(b.w, b.text(p))
+	}
+	b.last, b.lastDraw, b.drawn = p, time.Now(), true
+}
+
+// done draws the final state if the last update was not drawn.
+func (b *pullBar) done() {
+	if b.closed || !b.drawn {
+		return
+	}
+	if b.tty {
+		fmt.Fprintf(b.w, "\r%s\x1b[K", b.text(b.last))
+	}
+}
+
+// finish ends the bar's line; later calls do nothing.
+func (b *pullBar) finish() {
+	if b.closed {
+		return
+	}
+	b.closed = true
+	if b.tty && b.drawn {
+		fmt.Fprintln(b.w)
 	}
 }
