@@ -38,9 +38,9 @@ const cleanupTimeout = 15 * time.Second
 
 func (r *Runtime) create(ctx context.Context, f *Function, kind string, extraEnv []string) (_ *box, retErr error) {
 	ctx = r.ctx(ctx)
-	img, err := r.client.GetImage(ctx, f.Image)
+	img, err := r.ensureImage(ctx, f.Image)
 	if err != nil {
-		return nil, wrapContainerd(fmt.Sprintf("image %q", f.Image), err)
+		return nil, err
 	}
 	if err := r.ensureUnpacked(ctx, img); err != nil {
 		return nil, err

@@ -74,6 +74,9 @@ type Runtime struct {
 	oomMu sync.Mutex
 	ooms  map[string]time.Time
 
+	// pulls shares one pull among every caller that needs a ref.
+	pulls pullGroup
+
 	wg     sync.WaitGroup
 	cancel context.CancelFunc
 }
@@ -125,6 +128,7 @@ func (r *Runtime) OnColdStart(f func(app, fn string, took time.Duration)) { r.on
 // Close stops the runtime's background work. Containers are the pool's
 // to remove; Close does not touch them.
 func (r *Runtime) Close() error {
+	r.pulls.close()
 	r.cancel()
 	r.wg.Wait()
 	return nil
@@ -154,9 +158,9 @@ func (r *Runtime) ImageID(ctx context.Context, ref string) (string, error) {
 	if ok && time.Since(c.at) < digestTTL {
 		return c.digest, nil
 	}
-	img, err := r.client.GetImage(r.ctx(ctx), ref)
+	img, err := r.ensureImage(ctx, ref)
 	if err != nil {
-		return "", wrapContainerd(fmt.Sprintf("image %q", ref), err)
+		return "", err
 	}
 	d := img.Target().Digest.String()
 	r.digestsMu.Lock()

@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"time"
 )
 
@@ -26,6 +27,10 @@ type Config struct {
 	CallLogCap      int
 	CallsPerFn      int
 	CallMaxAge      time.Duration
+	// InsecureRegistries are pulled from over plain HTTP.
+	InsecureRegistries []string
+	// RegistryConfig is a docker config.json with registry credentials.
+	RegistryConfig string
 	// AllowHostNetwork lets fns annotated kiln.io/network=host share the
 	// node's network namespace.
 	AllowHostNetwork bool
@@ -110,8 +115,15 @@ func parseFlags(args []string, getenv func(string) string) (Config, error) {
 	fs.IntVar(&c.CallLogCap, "call-log-cap", int(envNum("KILN_CALL_LOG_CAP", 1<<20)), "stderr bytes kept per call (KILN_CALL_LOG_CAP)")
 	fs.IntVar(&c.CallsPerFn, "calls-per-fn", int(envNum("KILN_CALLS_PER_FN", 1000)), "call records kept per fn (KILN_CALLS_PER_FN)")
 	fs.DurationVar(&c.CallMaxAge, "call-max-age", envDur("KILN_CALL_MAX_AGE", 24*time.Hour), "call records older than this are dropped (KILN_CALL_MAX_AGE)")
+	insecure := fs.String("insecure-registries", env("KILN_INSECURE_REGISTRIES", ""), "comma-separated host[:port] registries pulled from over plain HTTP (KILN_INSECURE_REGISTRIES)")
+	fs.StringVar(&c.RegistryConfig, "registry-config", env("KILN_REGISTRY_CONFIG", ""), "docker config.json with registry credentials; default $DOCKER_CONFIG/config.json or ~/.docker/config.json (KILN_REGISTRY_CONFIG)")
 	if err := fs.Parse(args); err != nil {
 		return Config{}, err
+	}
+	for _, h := range strings.Split(*insecure, ",") {
+		if h = strings.TrimSpace(h); h != "" {
+			c.InsecureRegistries = append(c.InsecureRegistries, h)
+		}
 	}
 	if envErr != nil {
 		return Config{}, envErr

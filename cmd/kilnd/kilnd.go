@@ -101,6 +101,9 @@ func (m *Main) Open(ctx context.Context) error {
 		MaxBody:    m.cfg.MaxBody,
 		GroupShims: m.cfg.GroupShims,
 		Logger:     m.log,
+
+		InsecureRegistries: m.cfg.InsecureRegistries,
+		RegistryConfigPath: m.cfg.RegistryConfig,
 	})
 	if err != nil {
 		return err
@@ -321,4 +324,23 @@ func (a *imagesAdapter) List(ctx context.Context) ([]api.Image, error) {
 		out[i] = api.Image(im)
 	}
 	return out, nil
+}
+
+func (a *imagesAdapter) Pull(ctx context.Context, ref string, progress func(api.PullProgress)) (api.Image, error) {
+	var report func(executor.PullProgress)
+	if progress != nil {
+		report = func(p executor.PullProgress) { progress(api.PullProgress(p)) }
+	}
+	im, err := a.rt.Pull(ctx, ref, report)
+	return api.Image(im), err
+}
+
+func (a *imagesAdapter) Get(ctx context.Context, ref string) (api.Image, error) {
+	im, err := a.rt.LookupImage(ctx, ref)
+	return api.Image(im), err
+}
+
+func (a *imagesAdapter) Delete(ctx context.Context, ref string) (api.Image, error) {
+	im, err := a.rt.DeleteImage(ctx, ref)
+	return api.Image(im), err
 }
