@@ -21,6 +21,7 @@ COPY api/ api/
 COPY errdefs/ errdefs/
 COPY executor/ executor/
 COPY imagebuild/ imagebuild/
+COPY images/ images/
 COPY metrics/ metrics/
 COPY pool/ pool/
 COPY protocol/ protocol/
