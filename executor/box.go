@@ -10,6 +10,7 @@ import (
 	"github.com/containerd/containerd"
 	"github.com/containerd/containerd/cio"
 	cerrdefs "github.com/containerd/containerd/errdefs"
+	"github.com/containerd/containerd/oci"
 	"github.com/sirupsen/logrus"
 )
 
@@ -52,15 +53,21 @@ func (r *Runtime) create(ctx context.Context, f *Function, kind string, extraEnv
 
 	id := newContainerID(f.FnName)
 	labels := map[string]string{LabelApp: f.AppName, LabelFn: f.FnName, LabelFnID: f.FnID, LabelKind: kind}
+	opts := f.specOpts(img, ispec.Config.User, extraEnv)
 	if r.cfg.GroupShims {
-		labels[labelGroup] = "kiln-" + sanitizeID(f.FnID, 60)
+		// The runc shim reads its group from the spec's annotations (the
+		// label is for people and the sweep): containers of one fn then
+		// share one shim process instead of paying ~2.5 MB each.
+		group := "kiln-" + sanitizeID(f.FnID, 60)
+		labels[labelGroup] = group
+		opts = append(opts, oci.WithAnnotations(map[string]string{labelGroup: group}))
 	}
 	container, err := r.client.NewContainer(ctx, id,
 		containerd.WithImage(img),
 		containerd.WithSnapshotter(r.cfg.Snapshotter),
 		containerd.WithNewSnapshot(id, img),
 		containerd.WithContainerLabels(labels),
-		containerd.WithNewSpec(f.specOpts(img, ispec.Config.User, extraEnv)...),
+		containerd.WithNewSpec(opts...),
 	)
 	if err != nil {
 		return nil, wrapContainerd(fmt.Sprintf("create container for fn %q", f.FnName), err)

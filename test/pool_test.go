@@ -147,3 +147,29 @@ func metricValue(t *testing.T, k *kilnd, series string) float64 {
 	}
 	return 0
 }
+
+// TestShimGrouping: the hot containers of one fn share one runc shim
+// process; without grouping each has its own.
+func TestShimGrouping(t *testing.T) {
+	for _, grouped := range []bool{true, false} {
+		t.Run(fmt.Sprintf("grouped=%v", grouped), func(t *testing.T) {
+			k := startKilnd(t, withArgs(fmt.Sprintf("--group-shims=%v", grouped)))
+			k.deploy("shims", "fn", testfnImage, "json-http", nil)
+			parallel(3, func(i int) {
+				resp, _ := k.do("POST", "/t/shims/fn", strings.NewReader("x"), http.Header{"X-Test-Action": {"sleep=500ms"}})
+				if resp.StatusCode != 200 {
+					t.Errorf("call %d: %d", i, resp.StatusCode)
+				}
+			})
+			containers := len(k.containers())
+			shims := len(shimPIDs(k.ns, env.containerd.Address()))
+			t.Logf("%d containers, %d shims", containers, shims)
+			if containers != 3 {
+				t.Fatalf("%d containers, want 3", containers)
+			}
+			if want := map[bool]int{true: 1, false: 3}[grouped]; shims != want {
+				t.Fatalf("%d shims for 3 containers of one fn, want %d", shims, want)
+			}
+		})
+	}
+}
