@@ -1,8 +1,11 @@
 package api
 
 import (
+	"errors"
 	"net/http"
 	"strconv"
+
+	"github.com/kiln-run/kiln/store"
 )
 
 func (s *Server) registerCalls(mux *http.ServeMux) {
@@ -28,7 +31,16 @@ func (s *Server) listCalls(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) getCall(w http.ResponseWriter, r *http.Request) {
-	call, err := s.store.GetCall(r.Context(), r.PathValue("fn_id"), r.PathValue("call_id"))
+	fnID, callID := r.PathValue("fn_id"), r.PathValue("call_id")
+	call, err := s.store.GetCall(r.Context(), fnID, callID)
+	if errors.Is(err, store.ErrNotFound) {
+		// A sync call in flight (or just finished, not yet flushed) lives
+		// in memory only: the store gets one record per call, at its end.
+		if c, ok := s.records.inFlight(fnID, callID); ok {
+			writeJSON(w, http.StatusOK, c)
+			return
+		}
+	}
 	if err != nil {
 		fail(w, err)
 		return

@@ -119,7 +119,7 @@ func (s *Server) invoke(w http.ResponseWriter, r *http.Request, app *store.App, 
 	start := time.Now()
 	rec := &store.Call{ID: callID, FnID: fn.ID, AppID: app.ID, Status: store.CallRunning, CreatedAt: start, StartedAt: &start}
 	logs := &callLog{max: s.cfg.CallLogCap}
-	s.records.put(rec, nil)
+	s.records.start(rec)
 
 	resp, err := s.execute(ctx, app, fn, req, logs)
 	done := time.Now()

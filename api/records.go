@@ -76,7 +76,10 @@ type recordItem struct {
 // call, which the store holds before it is answered). The batch delay
 // also lets stderr that trails a response land in the call's log.
 type recorder struct {
-	store   *store.Store
+	store *store.Store
+	// live holds sync calls from their start until their record is in
+	// the store, so a GET finds a running call without a disk write.
+	live    sync.Map // fnID + "/" + callID -> *store.Call
 	log     *logrus.Entry
 	items   chan recordItem
 	keepN   int
@@ -95,12 +98,35 @@ func newRecorder(st *store.Store, log *logrus.Entry, keepN int, keepFor time.Dur
 	return r
 }
 
-// put queues a copy of c (the caller may keep changing its own).
+// start makes a running sync call visible without writing it anywhere.
+func (r *recorder) start(c *store.Call) {
+	if r == nil {
+		return
+	}
+	cp := *c
+	r.live.Store(c.FnID+"/"+c.ID, &cp)
+}
+
+// inFlight returns a sync call that is running or not yet flushed.
+func (r *recorder) inFlight(fnID, callID string) (*store.Call, bool) {
+	if r == nil {
+		return nil, false
+	}
+	v, ok := r.live.Load(fnID + "/" + callID)
+	if !ok {
+		return nil, false
+	}
+	return v.(*store.Call), true
+}
+
+// put queues a copy of c (the caller may keep changing its own) for the
+// store, replacing what start showed once it is written.
 func (r *recorder) put(c *store.Call, log *callLog) {
 	if r == nil {
 		return
 	}
 	cp := *c
+	r.live.Store(c.FnID+"/"+c.ID, &cp)
 	select {
 	case r.items <- recordItem{call: &cp, log: log}:
 	case <-r.stop:
@@ -160,6 +186,9 @@ func (r *recorder) flush(batch []recordItem) {
 	}
 	if err := r.store.SaveCalls(context.Background(), writes); err != nil {
 		r.log.WithError(err).WithField("calls", len(writes)).Error("save call records")
+	}
+	for _, it := range batch {
+		r.live.Delete(it.call.FnID + "/" + it.call.ID)
 	}
 }
 

@@ -56,9 +56,12 @@ func (r *Runtime) StartHot(ctx context.Context, f *Function) (*Hot, error) {
 		return nil, err
 	}
 	h := &Hot{
-		box:      b,
-		codec:    codec,
-		stdout:   bufio.NewReaderSize(b.dio.Stdout, 64<<10),
+		box:   b,
+		codec: codec,
+		// Bodies larger than the buffer are read straight into their own
+		// slice, so it only needs to hold frame heads; every hot container
+		// keeps one.
+		stdout:   bufio.NewReaderSize(b.dio.Stdout, 16<<10),
 		readable: make(chan error),
 		consumed: make(chan struct{}),
 		done:     make(chan struct{}),

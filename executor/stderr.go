@@ -9,8 +9,9 @@ import (
 )
 
 // maxLogLine caps one logged stderr line; longer lines are split, so a
-// function that never writes a newline cannot grow kilnd's memory.
-const maxLogLine = 16 << 10
+// function that never writes a newline cannot grow kilnd's memory. It is
+// also the reader's buffer, held by every hot container: kept small.
+const maxLogLine = 4 << 10
 
 // pumpStderr logs each stderr line with the container's fields and the
 // call id of the call in flight, and copies it to that call's log sink.

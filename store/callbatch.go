@@ -22,9 +22,17 @@ func (s *Store) SaveCalls(ctx context.Context, writes []CallWrite) error {
 		return nil
 	}
 	return s.update(ctx, func(tx *bolt.Tx) error {
+		// A batch is mostly calls of a few fns: check each fn once, by
+		// key, without decoding it.
+		fnExists := map[string]bool{}
 		for _, w := range writes {
 			c := w.Call
-			if _, err := getFn(tx, c.FnID); err != nil {
+			exists, seen := fnExists[c.FnID]
+			if !seen {
+				exists = tx.Bucket(bktFns).Get([]byte(c.FnID)) != nil
+				fnExists[c.FnID] = exists
+			}
+			if !exists {
 				continue
 			}
 			calls, err := tx.Bucket(bktCalls).CreateBucketIfNotExists([]byte(c.FnID))

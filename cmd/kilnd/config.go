@@ -3,6 +3,7 @@ package main
 import (
 	"flag"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -37,6 +38,8 @@ type Config struct {
 	AsyncConcurrency int
 	QueuePerFn       int
 	QueueTotal       int
+	// PprofAddr serves Go's profiler; loopback only, off when empty.
+	PprofAddr string
 }
 
 func defaultDataDir() string {
@@ -117,6 +120,7 @@ func parseFlags(args []string, getenv func(string) string) (Config, error) {
 	fs.DurationVar(&c.CallMaxAge, "call-max-age", envDur("KILN_CALL_MAX_AGE", 24*time.Hour), "call records older than this are dropped (KILN_CALL_MAX_AGE)")
 	insecure := fs.String("insecure-registries", env("KILN_INSECURE_REGISTRIES", ""), "comma-separated host[:port] registries pulled from over plain HTTP (KILN_INSECURE_REGISTRIES)")
 	fs.StringVar(&c.RegistryConfig, "registry-config", env("KILN_REGISTRY_CONFIG", ""), "docker config.json with registry credentials; default $DOCKER_CONFIG/config.json or ~/.docker/config.json (KILN_REGISTRY_CONFIG)")
+	fs.StringVar(&c.PprofAddr, "pprof", env("KILN_PPROF", ""), "serve Go's profiler on this loopback address, e.g. 127.0.0.1:6060 (KILN_PPROF)")
 	if err := fs.Parse(args); err != nil {
 		return Config{}, err
 	}
@@ -135,6 +139,12 @@ func parseFlags(args []string, getenv func(string) string) (Config, error) {
 	case "text", "json":
 	default:
 		return Config{}, fmt.Errorf("--log-format must be text or json, not %q", c.LogFormat)
+	}
+	if c.PprofAddr != "" {
+		host, _, err := net.SplitHostPort(c.PprofAddr)
+		if ip := net.ParseIP(host); err != nil || ip == nil || !ip.IsLoopback() {
+			return Config{}, fmt.Errorf("--pprof %q: must be a loopback address and port (the profiler exposes memory contents)", c.PprofAddr)
+		}
 	}
 	if c.MaxMemoryMB < 0 || c.MaxBody <= 0 {
 		return Config{}, fmt.Errorf("--max-memory must be >= 0 and --max-body > 0")

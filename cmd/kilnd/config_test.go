@@ -61,3 +61,12 @@ func TestParseFlagsDurationsFromEnv(t *testing.T) {
 		t.Fatal("bad duration accepted")
 	}
 }
+
+func TestPprofOnlyOnLoopback(t *testing.T) {
+	for addr, ok := range map[string]bool{"127.0.0.1:6060": true, "[::1]:6060": true, "0.0.0.0:6060": false, ":6060": false, "example:1": false} {
+		_, err := parseFlags([]string{"--pprof", addr}, func(string) string { return "" })
+		if (err == nil) != ok {
+			t.Errorf("--pprof %s: err %v, want ok=%v", addr, err, ok)
+		}
+	}
+}

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"path/filepath"
 	"time"
@@ -44,6 +45,7 @@ type Main struct {
 	http     *http.Server
 	ln       net.Listener
 	serveErr chan error
+	pprof    *http.Server
 }
 
 // NewMain returns an unopened Main.
@@ -196,6 +198,21 @@ func (m *Main) Open(ctx context.Context) error {
 			m.serveErr <- err
 		}
 	}()
+	if m.cfg.PprofAddr != "" {
+		pln, err := net.Listen("tcp", m.cfg.PprofAddr)
+		if err != nil {
+			return fmt.Errorf("pprof listen on %s: %w", m.cfg.PprofAddr, err)
+		}
+		pmux := http.NewServeMux()
+		pmux.HandleFunc("/debug/pprof/", pprof.Index)
+		pmux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+		pmux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		pmux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		pmux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+		m.pprof = &http.Server{Handler: pmux, ReadHeaderTimeout: 10 * time.Second}
+		go func() { _ = m.pprof.Serve(pln) }()
+		m.log.WithField("pprof", pln.Addr().String()).Info("profiler serving")
+	}
 	m.log.WithFields(logrus.Fields{"listen": m.Addr(), "containerd": address, "data_dir": m.cfg.DataDir}).Info("kilnd serving")
 	return nil
 }
@@ -222,6 +239,9 @@ func (m *Main) Close(ctx context.Context) error {
 			_ = m.http.Close()
 		}
 		cancel()
+	}
+	if m.pprof != nil {
+		_ = m.pprof.Close()
 	}
 	if m.runtime != nil {
 		_ = m.runtime.Close()
