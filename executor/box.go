@@ -3,6 +3,7 @@ package executor
 import (
 	"context"
 	"fmt"
+	"strconv"
 	"sync"
 	"syscall"
 	"time"
@@ -58,7 +59,7 @@ func (r *Runtime) create(ctx context.Context, f *Function, kind string, extraEnv
 		// The runc shim reads its group from the spec's annotations (the
 		// label is for people and the sweep): containers of one fn then
 		// share one shim process instead of paying ~2.5 MB each.
-		group := "kiln-" + sanitizeID(f.FnID, 60)
+		group := r.shimGroup(f.FnID)
 		labels[labelGroup] = group
 		opts = append(opts, oci.WithAnnotations(map[string]string{labelGroup: group}))
 	}
@@ -107,6 +108,24 @@ func (r *Runtime) create(ctx context.Context, f *Function, kind string, extraEnv
 		return nil, wrapContainerd(fmt.Sprintf("start task %q", id), err)
 	}
 	return b, nil
+}
+
+// shimGroupSize bounds how many containers share one shim. One shim
+// serialises the task operations of its whole group: a burst of 100
+// launches into a single shim timed out in containerd and left containers
+// it could no longer delete. Groups of 16 keep most of the memory saving
+// (a shim costs ~2.5 MB) and let bursts spread over several shims.
+const shimGroupSize = 16
+
+// shimGroup names the shim group of a fn's next container: consecutive
+// launches fill a group, then start the next one. Old groups empty out as
+// their containers go, and a shim exits with its last container.
+func (r *Runtime) shimGroup(fnID string) string {
+	r.groupsMu.Lock()
+	n := r.groupSeq[fnID]
+	r.groupSeq[fnID] = n + 1
+	r.groupsMu.Unlock()
+	return "kiln-" + sanitizeID(fnID, 50) + "-" + strconv.FormatUint(n/shimGroupSize, 36)
 }
 
 // waitExit records the task's exit. A Wait that fails is containerd going
@@ -206,29 +225,56 @@ func (b *box) destroy(grace time.Duration) {
 			b.dio.Cancel()
 			_ = b.dio.Close()
 		}
-		// containerd may be restarting; keep trying until the cleanup
-		// deadline rather than leak the container.
-		for {
-			var err error
-			if b.task != nil {
-				_, err = b.task.Delete(ctx, containerd.WithProcessKill)
-				if cerrdefs.IsNotFound(err) {
-					err = nil
-				}
-			}
-			if err == nil {
-				err = b.container.Delete(ctx, containerd.WithSnapshotCleanup)
-			}
-			if err == nil || cerrdefs.IsNotFound(err) {
-				break
-			}
-			if ctx.Err() != nil {
-				b.log.WithError(err).Warn("remove container; the next start's orphan sweep will")
-				break
-			}
-			time.Sleep(250 * time.Millisecond)
+		// containerd may be restarting, or a shim busy: keep trying until
+		// the cleanup deadline, then hand the rest to the runtime's
+		// janitor rather than leak the container.
+		if err := b.remove(ctx); err != nil {
+			b.log.WithError(err).Warn("remove container: retrying in the background")
+			b.r.retryRemove(b)
 		}
 	})
+}
+
+// remove deletes the task and the container with its snapshot, retrying
+// until ctx ends.
+func (b *box) remove(ctx context.Context) error {
+	for {
+		var err error
+		if b.task != nil {
+			_, err = b.task.Delete(ctx, containerd.WithProcessKill)
+			if cerrdefs.IsNotFound(err) {
+				err = nil
+			}
+		}
+		if err == nil {
+			err = b.container.Delete(ctx, containerd.WithSnapshotCleanup)
+		}
+		if err == nil || cerrdefs.IsNotFound(err) {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(250 * time.Millisecond):
+		}
+	}
+}
+
+// retryRemove keeps trying to remove a container whose cleanup timed out,
+// for a few minutes, in a goroutine the runtime owns. What is still left
+// when kilnd stops, the next start's orphan sweep removes.
+func (r *Runtime) retryRemove(b *box) {
+	r.wg.Add(1)
+	go func() {
+		defer r.wg.Done()
+		ctx, cancel := context.WithTimeout(r.ctx(r.bgCtx), 5*time.Minute)
+		defer cancel()
+		if err := b.remove(ctx); err != nil {
+			b.log.WithError(err).Error("container not removed; the next start's orphan sweep will remove it")
+			return
+		}
+		b.log.Info("container removed after a retry")
+	}()
 }
 
 // closeStdio unblocks every read and write on the FIFOs without touching

@@ -71,6 +71,9 @@ type Runtime struct {
 
 	onColdStart func(app, fn string, took time.Duration)
 
+	groupsMu sync.Mutex
+	groupSeq map[string]uint64 // fn id -> containers launched, for shim groups
+
 	oomMu sync.Mutex
 	ooms  map[string]time.Time
 
@@ -78,6 +81,7 @@ type Runtime struct {
 	pulls pullGroup
 
 	wg     sync.WaitGroup
+	bgCtx  context.Context // ends at Close; background work runs on it
 	cancel context.CancelFunc
 }
 
@@ -115,7 +119,7 @@ func New(cfg Config) (*Runtime, error) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	r := &Runtime{cfg: cfg, client: cfg.Client, log: cfg.Logger, digests: map[string]cachedDigest{},
-		ooms: map[string]time.Time{}, cancel: cancel}
+		groupSeq: map[string]uint64{}, ooms: map[string]time.Time{}, bgCtx: ctx, cancel: cancel}
 	r.wg.Add(1)
 	go r.watchEvents(ctx)
 	return r, nil

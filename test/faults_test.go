@@ -19,6 +19,17 @@ import (
 func TestFunctionFaults(t *testing.T) {
 	k := startKilnd(t)
 	d := k.deploy("faults", "bad", testfnImage, "json-http", map[string]any{"timeout": 3})
+	// The baseline has one warm container, as the end will.
+	if resp, _ := k.do("POST", "/t/faults/bad", strings.NewReader("warm"), nil); resp.StatusCode != 200 {
+		t.Fatalf("warm-up: %d", resp.StatusCode)
+	}
+	goroutines := kilndGoroutines(t, k)
+	defer func() {
+		// Every broken container's goroutines went with it.
+		waitFor(t, 5*time.Second, "kilnd goroutines back to the start", func() bool {
+			return kilndGoroutines(t, k) <= goroutines+2
+		})
+	}()
 	cases := []struct {
 		name, action string
 		status       int

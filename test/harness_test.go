@@ -368,6 +368,23 @@ func (k *kilnd) assertNothingLeft() {
 	if entries, _ := os.ReadDir(filepath.Join(k.dataDir, "fifo")); len(entries) > 0 {
 		k.t.Errorf("%d FIFO dirs left", len(entries))
 	}
+	// A shim exits once its last container is deleted; give it a moment.
+	address := env.containerd.Address()
+	if k.embedded {
+		address = executor.SocketPath(filepath.Join(k.dataDir, "containerd"))
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		pids := shimPIDs(k.ns, address)
+		if len(pids) == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			k.t.Errorf("shims left for namespace %s: pids %v", k.ns, pids)
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }
 
 // do sends a request and returns the response with its body read.
