@@ -104,7 +104,13 @@ type jsonHTTPResponseHead struct {
 
 func (c *jsonHTTPCodec) ReadResponse(r *bufio.Reader) (*Response, error) {
 	var head jsonHTTPResponseHead
-	if err := readHead(r, "json-http response", &head); err != nil {
+	if err := readHeadWith(r, "json-http response", &head, func(line []byte) bool {
+		fast, ok := parseJSONHTTPHeadFast(line)
+		if ok {
+			head = fast
+		}
+		return ok
+	}); err != nil {
 		return nil, err
 	}
 	status, err := normStatus(head.StatusCode)
@@ -121,6 +127,12 @@ func (c *jsonHTTPCodec) ReadResponse(r *bufio.Reader) (*Response, error) {
 // readHead reads the JSON header line and the empty line after it. Blank
 // lines before the header are skipped, as for the other formats.
 func readHead(r *bufio.Reader, what string, v any) error {
+	return readHeadWith(r, what, v, nil)
+}
+
+// readHeadWith is readHead with an optional fast decoder tried first; it
+// reports whether it decoded the line into v itself.
+func readHeadWith(r *bufio.Reader, what string, v any, fast func(line []byte) bool) error {
 	budget := maxHeaderBytes
 	var line []byte
 	for {
@@ -140,8 +152,10 @@ func readHead(r *bufio.Reader, what string, v any) error {
 	if line[0] != '{' {
 		return protoErrorf("%s header: want a JSON object, got %q", what, clip(string(line)))
 	}
-	if err := json.Unmarshal(line, v); err != nil {
-		return protoErrorf("%s header: %v", what, err)
+	if fast == nil || !fast(line) {
+		if err := json.Unmarshal(line, v); err != nil {
+			return protoErrorf("%s header: %v", what, err)
+		}
 	}
 	blank, err := readLine(r, 2)
 	if err == nil && len(blank) != 0 || err == errLineTooLong {
