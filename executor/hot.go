@@ -22,15 +22,13 @@ type Hot struct {
 	codec  protocol.Codec
 	stdout *bufio.Reader
 
-	// The stdout watcher owns stdout between calls: it blocks in Peek and
-	// reports through readable when bytes (or EOF) arrive. During a call
-	// the caller reads the frame and gives the reader back via consumed.
-	// Bytes that arrive while no call is in flight break the instance at
-	// once, so garbage never waits for the next call to be found.
-	readable chan error
-	consumed chan struct{}
-	inCall   atomic.Bool
-	current  atomic.Pointer[callSink]
+	// The stdout watcher is stdout's only reader: it blocks in Peek, and
+	// when bytes arrive during a call it reads the frame and sends it on
+	// results. Bytes (or EOF) that arrive while no call is in flight break
+	// the instance at once, so garbage never waits for the next call.
+	results chan frameResult
+	inCall  atomic.Bool
+	current atomic.Pointer[callSink]
 
 	done     chan struct{}
 	failOnce sync.Once
@@ -61,10 +59,10 @@ func (r *Runtime) StartHot(ctx context.Context, f *Function) (*Hot, error) {
 		// Bodies larger than the buffer are read straight into their own
 		// slice, so it only needs to hold frame heads; every hot container
 		// keeps one.
-		stdout:   bufio.NewReaderSize(b.dio.Stdout, 16<<10),
-		readable: make(chan error),
-		consumed: make(chan struct{}),
-		done:     make(chan struct{}),
+		stdout: bufio.NewReaderSize(b.dio.Stdout, 16<<10),
+		// One slot: the watcher never blocks on a caller that gave up.
+		results: make(chan frameResult, 1),
+		done:    make(chan struct{}),
 	}
 	h.wg.Add(3)
 	go h.watchStdout()
@@ -130,20 +128,34 @@ func (h *Hot) watchStdout() {
 			}
 			return
 		}
-		select {
-		case h.readable <- err:
-		case <-h.done:
+		if err != nil {
+			h.results <- frameResult{err: fmt.Errorf("stdout closed before a response: %w", err), eof: true}
 			return
 		}
+		// The watcher reads the frame itself: handing the reader to the
+		// calling goroutine and back would cost two more wake-ups per call.
+		resp, err := h.codec.ReadResponse(h.stdout)
+		if err == nil {
+			if n := h.stdout.Buffered(); n > 0 {
+				err = fmt.Errorf("%w: %d bytes after the response frame", protocol.ErrProtocol, n)
+			}
+		}
+		// Cleared before the answer goes out: from here on, any byte on
+		// stdout is output while no call is in flight.
+		h.inCall.Store(false)
+		h.results <- frameResult{resp: resp, err: err}
 		if err != nil {
 			return
 		}
-		select {
-		case <-h.consumed:
-		case <-h.done:
-			return
-		}
 	}
+}
+
+// frameResult is what the watcher read for the call in flight.
+type frameResult struct {
+	resp *protocol.Response
+	err  error
+	// eof: stdout ended before the frame began.
+	eof bool
 }
 
 // Call sends req and reads exactly one response frame. On any error the
@@ -161,7 +173,6 @@ func (h *Hot) Call(ctx context.Context, req *protocol.Request, logs io.Writer) (
 	// before its response may be read a moment after it, and still
 	// belongs to this call. The next call replaces it.
 	h.current.Store(&callSink{id: req.CallID, logs: logs})
-	defer h.inCall.Store(false)
 	stop := context.AfterFunc(ctx, func() { h.fail(callAborted(ctx)) })
 	defer stop()
 
@@ -169,20 +180,23 @@ func (h *Hot) Call(ctx context.Context, req *protocol.Request, logs io.Writer) (
 		h.fail(fmt.Errorf("%w: write request: %v", errdefs.ErrFunction, err))
 		return nil, h.callError(ctx)
 	}
+	var res frameResult
 	select {
-	case err := <-h.readable:
-		if err != nil {
-			h.fail(fmt.Errorf("%w: stdout closed before a response: %v", errdefs.ErrFunction, err))
+	case res = <-h.results:
+	case <-h.done:
+		// The deadline, a crash or a close; the watcher may still have
+		// delivered a whole frame just before.
+		select {
+		case res = <-h.results:
+		default:
 			return nil, h.callError(ctx)
 		}
-	case <-h.done:
+	}
+	if res.eof {
+		h.fail(fmt.Errorf("%w: %v", errdefs.ErrFunction, res.err))
 		return nil, h.callError(ctx)
 	}
-	resp, err := h.codec.ReadResponse(h.stdout)
-	if err != nil {
-		if errors.Is(err, io.EOF) {
-			err = fmt.Errorf("stdout closed before a response")
-		}
+	if err := res.err; err != nil {
 		h.fail(fmt.Errorf("%w: %w", errdefs.ErrFunction, err))
 		if ctx.Err() == nil && errors.Is(err, protocol.ErrProtocol) && !errors.Is(err, io.ErrUnexpectedEOF) {
 			// A bad frame from a live process: say what was wrong with it.
@@ -194,17 +208,9 @@ func (h *Hot) Call(ctx context.Context, req *protocol.Request, logs io.Writer) (
 		}
 		return nil, err
 	}
-	if n := h.stdout.Buffered(); n > 0 {
-		h.fail(fmt.Errorf("%w: %w: %d bytes after the response frame", errdefs.ErrFunction, protocol.ErrProtocol, n))
-		return nil, h.failErr
-	}
-	select {
-	case h.consumed <- struct{}{}:
-	case <-h.done:
-		// Broken after a whole, clean frame (say, the deadline hit just
-		// now): the answer is still this call's and still good.
-	}
-	return resp, nil
+	// A whole, clean frame is this call's answer even if the instance
+	// broke a moment later (say, the deadline hit just now).
+	return res.resp, nil
 }
 
 // callError explains why a call failed: its own deadline or cancellation

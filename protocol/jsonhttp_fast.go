@@ -9,7 +9,7 @@ import (
 // head, {"status_code":N,"headers":{"K":["v",...]},"content_length":N},
 // without encoding/json, which scans such a line three times over (the
 // object, the header map, each value). It accepts only a plain subset:
-// canonical header names, strings without escapes or control bytes,
+// canonical header names, printable ASCII strings with simple escapes,
 // integers without exponents, no repeated keys. Anything else answers
 // ok=false and the caller takes the full decoder, so the two never
 // disagree on what they both accept (FuzzJSONHTTPHeadFast checks this).
@@ -104,21 +104,39 @@ func (p *fastScanner) end() bool {
 	return p.i == len(p.b)
 }
 
-// str reads a string with no escapes and no bytes below 0x20 or above
-// 0x7e, the only strings the fast path takes.
+// str reads a string of printable ASCII. The escapes \" \\ and \/ are
+// taken (a header value holding JSON is common); any other escape, a
+// control byte or a non-ASCII byte sends the line to the full decoder.
+// The result may alias the line.
 func (p *fastScanner) str() ([]byte, bool) {
 	if !p.byte('"') {
 		return nil, false
 	}
 	start := p.i
+	var out []byte // set once an escape forces a copy
 	for p.i < len(p.b) {
 		c := p.b[p.i]
 		switch {
 		case c == '"':
 			s := p.b[start:p.i]
+			if out != nil {
+				s = append(out, s...)
+			}
 			p.i++
 			return s, true
-		case c == '\\' || c < 0x20 || c > 0x7e:
+		case c == '\\':
+			if p.i+1 >= len(p.b) {
+				return nil, false
+			}
+			e := p.b[p.i+1]
+			if e != '"' && e != '\\' && e != '/' {
+				return nil, false
+			}
+			out = append(append(out, p.b[start:p.i]...), e)
+			p.i += 2
+			start = p.i
+			continue
+		case c < 0x20 || c > 0x7e:
 			return nil, false
 		}
 		p.i++

@@ -22,6 +22,9 @@ var fastHeadSeeds = []string{
 	`{"status_code":007}`,
 	`{}`,
 	`{"extra":1}`,
+	`{"status_code":200,"headers":{"X-Echo-Info":["{\"a\":\"b\\\\c\/d\"}"]},"content_length":1}`,
+	`{"status_code":200,"headers":{"X":["tab\there"]}}`,
+	`{"status_code":200,"headers":{"X":["\u0041"]}}`,
 }
 
 // TestJSONHTTPHeadFastMatchesFull: where the fast path answers, it

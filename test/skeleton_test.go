@@ -112,6 +112,7 @@ type echoInfo struct {
 	Format     string              `json:"format"`
 	Headers    map[string][]string `json:"headers"`
 	Env        map[string]string   `json:"env"`
+	Instance   string              `json:"instance"`
 }
 
 func decodeEcho(t *testing.T, resp *http.Response) echoInfo {

@@ -34,6 +34,8 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -49,6 +51,14 @@ import (
 	"github.com/kiln-run/kiln/images/go/fdk"
 	"github.com/kiln-run/kiln/protocol"
 )
+
+// instanceID tells one container from another: every container has pid 1
+// and the same hostname, and tests need to know which one answered.
+var instanceID = func() string {
+	var b [8]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}()
 
 // childEnv marks a process started by the fork action.
 const childEnv = "TESTFN_CHILD"
@@ -168,6 +178,7 @@ func echo(ctx context.Context, body []byte, out io.Writer, infoAsBody bool) {
 		"headers":     h,
 		"env":         environment(),
 		"pid":         os.Getpid(),
+		"instance":    instanceID,
 		"container":   host,
 	})
 	if err != nil {
