@@ -2,8 +2,10 @@ package executor
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -38,7 +40,28 @@ type box struct {
 // cannot leave a container behind.
 const cleanupTimeout = 15 * time.Second
 
-func (r *Runtime) create(ctx context.Context, f *Function, kind string, extraEnv []string) (_ *box, retErr error) {
+func (r *Runtime) create(ctx context.Context, f *Function, kind string, extraEnv []string) (*box, error) {
+	b, err := r.createOnce(ctx, f, kind, extraEnv)
+	if err != nil && r.cfg.GroupShims && errors.Is(err, errShimGone) && ctx.Err() == nil {
+		// The group's shim was exiting (its last container had just gone)
+		// as this container joined it: start a new group and try again.
+		r.nextShimGroup(f.FnID)
+		return r.createOnce(ctx, f, kind, extraEnv)
+	}
+	return b, err
+}
+
+// errShimGone marks a task that could not be created because the shim of
+// its group went away under it.
+var errShimGone = errors.New("shim of the group went away")
+
+func shimGone(err error) bool {
+	msg := err.Error()
+	return strings.Contains(msg, "failed to start shim") || strings.Contains(msg, "ttrpc: closed") ||
+		strings.Contains(msg, "failed to create shim task")
+}
+
+func (r *Runtime) createOnce(ctx context.Context, f *Function, kind string, extraEnv []string) (_ *box, retErr error) {
 	ctx = r.ctx(ctx)
 	img, err := r.ensureImage(ctx, f.Image)
 	if err != nil {
@@ -94,6 +117,9 @@ func (r *Runtime) create(ctx context.Context, f *Function, kind string, extraEnv
 	}
 	b.task, err = container.NewTask(ctx, func(string) (cio.IO, error) { return b.dio, nil })
 	if err != nil {
+		if shimGone(err) {
+			return nil, fmt.Errorf("create task %q: %w: %w", id, errShimGone, err)
+		}
 		return nil, wrapContainerd(fmt.Sprintf("create task %q", id), err)
 	}
 	// Wait must be registered before Start, or a fast exit is missed.
@@ -126,6 +152,14 @@ func (r *Runtime) shimGroup(fnID string) string {
 	r.groupSeq[fnID] = n + 1
 	r.groupsMu.Unlock()
 	return "kiln-" + sanitizeID(fnID, 50) + "-" + strconv.FormatUint(n/shimGroupSize, 36)
+}
+
+// nextShimGroup makes the fn's next container start a new shim group.
+func (r *Runtime) nextShimGroup(fnID string) {
+	r.groupsMu.Lock()
+	n := r.groupSeq[fnID]
+	r.groupSeq[fnID] = (n/shimGroupSize + 1) * shimGroupSize
+	r.groupsMu.Unlock()
 }
 
 // waitExit records the task's exit. A Wait that fails is containerd going

@@ -2,6 +2,7 @@ package executor
 
 import (
 	"context"
+	"errors"
 	"slices"
 	"strings"
 	"testing"
@@ -125,5 +126,29 @@ func TestSocketPathStaysShort(t *testing.T) {
 	long := "/" + strings.Repeat("d", 150)
 	if p := SocketPath(long); len(p) >= 100 || SocketPath(long) != p {
 		t.Errorf("long dir gives %q", p)
+	}
+}
+
+func TestShimGroupsRollOver(t *testing.T) {
+	r := &Runtime{groupSeq: map[string]uint64{}}
+	first := r.shimGroup("fn")
+	for i := 1; i < shimGroupSize; i++ {
+		if g := r.shimGroup("fn"); g != first {
+			t.Fatalf("container %d went to %s, want %s", i, g, first)
+		}
+	}
+	second := r.shimGroup("fn")
+	if second == first {
+		t.Fatal("group did not roll over after its size")
+	}
+	r.nextShimGroup("fn")
+	if g := r.shimGroup("fn"); g == second {
+		t.Fatal("nextShimGroup did not start a new group")
+	}
+	if r.shimGroup("other") == first {
+		t.Fatal("two fns share a group")
+	}
+	if !shimGone(errors.New("failed to start shim: start failed: dial unix /run/containerd/s/x: connect: no such file or directory")) {
+		t.Error("a shim that went away is not recognised")
 	}
 }

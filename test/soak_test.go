@@ -24,7 +24,7 @@ func TestSoak(t *testing.T) {
 	if *soakFor == 0 {
 		t.Skip("run with make soak")
 	}
-	k := startKilnd(t, withArgs("--max-memory", "4096", "--log-level", "warn"))
+	k := startKilnd(t, withArgs("--max-memory", "4096", "--log-level", "warn", "--calls-per-fn", "1000000"))
 	good := k.deploy("soak", "good", testfnImage, "json-http", map[string]any{"memory": 64, "timeout": 5, "idle_timeout": 5})
 	bad := k.deploy("soak", "bad", testfnImage, "http", map[string]any{"memory": 64, "timeout": 2, "idle_timeout": 5})
 	// Warm up, then take the baseline.
