@@ -33,6 +33,9 @@ type box struct {
 	stopWait   context.CancelFunc
 
 	destroyOnce sync.Once
+
+	fnID      string
+	shimGroup string // empty when shims are not grouped
 }
 
 // cleanupTimeout bounds how long removing one container may take. Cleanup
@@ -77,12 +80,14 @@ func (r *Runtime) createOnce(ctx context.Context, f *Function, kind string, extr
 
 	id := newContainerID(f.FnName)
 	labels := map[string]string{LabelApp: f.AppName, LabelFn: f.FnName, LabelFnID: f.FnID, LabelKind: kind}
+	var shimGroup string
 	opts := f.specOpts(img, ispec.Config.User, extraEnv)
 	if r.cfg.GroupShims {
 		// The runc shim reads its group from the spec's annotations (the
 		// label is for people and the sweep): containers of one fn then
 		// share one shim process instead of paying ~2.5 MB each.
 		group := r.shimGroup(f.FnID)
+		shimGroup = group
 		labels[labelGroup] = group
 		opts = append(opts, oci.WithAnnotations(map[string]string{labelGroup: group}))
 	}
@@ -96,7 +101,7 @@ func (r *Runtime) createOnce(ctx context.Context, f *Function, kind string, extr
 	if err != nil {
 		return nil, wrapContainerd(fmt.Sprintf("create container for fn %q", f.FnName), err)
 	}
-	b := &box{r: r, id: id, container: container, exited: make(chan struct{}),
+	b := &box{r: r, id: id, container: container, exited: make(chan struct{}), fnID: f.FnID, shimGroup: shimGroup,
 		log: r.log.WithFields(logrus.Fields{"app": f.AppName, "fn": f.FnName, "container": id})}
 	defer func() {
 		if retErr != nil {
@@ -151,7 +156,22 @@ func (r *Runtime) shimGroup(fnID string) string {
 	n := r.groupSeq[fnID]
 	r.groupSeq[fnID] = n + 1
 	r.groupsMu.Unlock()
-	return "kiln-" + sanitizeID(fnID, 50) + "-" + strconv.FormatUint(n/shimGroupSize, 36)
+	return r.groupName(fnID, n)
+}
+
+// closeShimGroup moves the fn's launches to a new group if group is the
+// one they are filling now.
+func (r *Runtime) closeShimGroup(fnID, group string) {
+	r.groupsMu.Lock()
+	n := r.groupSeq[fnID]
+	if r.groupName(fnID, n) == group {
+		r.groupSeq[fnID] = (n/shimGroupSize + 1) * shimGroupSize
+	}
+	r.groupsMu.Unlock()
+}
+
+func (r *Runtime) groupName(fnID string, seq uint64) string {
+	return "kiln-" + sanitizeID(fnID, 50) + "-" + strconv.FormatUint(seq/shimGroupSize, 36)
 }
 
 // nextShimGroup makes the fn's next container start a new shim group.
@@ -228,6 +248,11 @@ func (b *box) exitCode(d time.Duration) (uint32, bool) {
 // than once; only the first call acts.
 func (b *box) destroy(grace time.Duration) {
 	b.destroyOnce.Do(func() {
+		if b.shimGroup != "" {
+			// A group that starts losing containers takes no new ones, so
+			// no container ever joins a shim that is about to exit.
+			b.r.closeShimGroup(b.fnID, b.shimGroup)
+		}
 		ctx, cancel := context.WithTimeout(b.r.ctx(context.Background()), cleanupTimeout)
 		defer cancel()
 		if b.task != nil {

@@ -152,3 +152,18 @@ func TestShimGroupsRollOver(t *testing.T) {
 		t.Error("a shim that went away is not recognised")
 	}
 }
+
+func TestShimGroupClosesWhenItLosesAContainer(t *testing.T) {
+	r := &Runtime{groupSeq: map[string]uint64{}}
+	g := r.shimGroup("fn")
+	r.closeShimGroup("fn", g)
+	if r.shimGroup("fn") == g {
+		t.Fatal("a container joined a group that had started to empty")
+	}
+	old := g
+	g = r.shimGroup("fn")
+	r.closeShimGroup("fn", old) // an older group: the current one stays
+	if r.shimGroup("fn") != g {
+		t.Fatal("closing an old group moved the current one")
+	}
+}
