@@ -110,7 +110,9 @@ func parseFlags(args []string, getenv func(string) string) (Config, error) {
 	fs.Int64Var(&c.MaxMemoryMB, "max-memory", maxMem, "memory (MB) for containers; 0 means available memory less headroom (KILN_MAX_MEMORY)")
 	fs.Int64Var(&c.MaxBody, "max-body", maxBody, "largest request or response body in bytes (KILN_MAX_BODY)")
 	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", envDur("KILN_SHUTDOWN_TIMEOUT", 5*time.Minute), "how long a stop waits for in-flight calls (KILN_SHUTDOWN_TIMEOUT)")
-	fs.BoolVar(&c.GroupShims, "group-shims", env("KILN_GROUP_SHIMS", "true") == "true", "containers of one fn share a shim process (KILN_GROUP_SHIMS)")
+	// Off by default: under heavy crash churn containerd 1.6's grouped
+	// shims were seen to outlive all their containers (docs/PERFORMANCE.md).
+	fs.BoolVar(&c.GroupShims, "group-shims", env("KILN_GROUP_SHIMS", "false") == "true", "containers of one fn share shim processes, 16 to a shim (KILN_GROUP_SHIMS)")
 	fs.BoolVar(&c.AllowHostNetwork, "allow-host-network", env("KILN_ALLOW_HOST_NETWORK", "") == "true", "let fns annotated kiln.io/network=host use the node's network (KILN_ALLOW_HOST_NETWORK)")
 	fs.IntVar(&c.AsyncConcurrency, "async-concurrency", int(envNum("KILN_ASYNC_CONCURRENCY", 4)), "detached calls run at once, a bounded share so sync calls are not starved (KILN_ASYNC_CONCURRENCY)")
 	fs.IntVar(&c.QueuePerFn, "queue-per-fn", int(envNum("KILN_QUEUE_PER_FN", 1000)), "detached calls that may wait per fn (KILN_QUEUE_PER_FN)")
