@@ -2,7 +2,6 @@ package imagebuild
 
 import (
 	"archive/tar"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -10,7 +9,6 @@ import (
 	"strings"
 
 	digest "github.com/opencontainers/go-digest"
-	specs "github.com/opencontainers/image-spec/specs-go"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 )
 
@@ -34,11 +32,9 @@ const AnnotationImageName = "io.containerd.image.name"
 // host's architecture. It returns the manifest digest ("sha256:..."), which
 // is what containerd reports as the image's digest after import.
 func WriteArchive(w io.Writer, ref string, cfg Config, layers ...[]File) (string, error) {
-	tag, err := refTag(ref)
-	if err != nil {
+	if _, err := refTag(ref); err != nil {
 		return "", err
 	}
-
 	built := make([]Layer, 0, len(layers))
 	for i, files := range layers {
 		l, err := NewLayer(files)
@@ -48,81 +44,11 @@ func WriteArchive(w io.Writer, ref string, cfg Config, layers ...[]File) (string
 		built = append(built, l)
 	}
 
-	configBlob, err := json.Marshal(imageConfig(cfg, built))
-	if err != nil {
-		return "", err
+	blobs := make([]BlobLayer, len(built))
+	for i, l := range built {
+		blobs[i] = MemoryLayer(l)
 	}
-	manifest := ocispec.Manifest{
-		Versioned: specs.Versioned{SchemaVersion: 2},
-		MediaType: ocispec.MediaTypeImageManifest,
-		Config:    descriptor(ocispec.MediaTypeImageConfig, configBlob),
-		Layers:    make([]ocispec.Descriptor, 0, len(built)),
-	}
-	for _, l := range built {
-		manifest.Layers = append(manifest.Layers, descriptor(ocispec.MediaTypeImageLayerGzip, l.Blob))
-	}
-	manifestBlob, err := json.Marshal(manifest)
-	if err != nil {
-		return "", err
-	}
-
-	// The platform on the index entry lets containerd's import filter the
-	// manifest by platform without reading the config first.
-	mdesc := descriptor(ocispec.MediaTypeImageManifest, manifestBlob)
-	mdesc.Platform = &ocispec.Platform{Architecture: runtime.GOARCH, OS: "linux"}
-	mdesc.Annotations = map[string]string{
-		AnnotationImageName:       ref,
-		ocispec.AnnotationRefName: tag,
-	}
-	index := ocispec.Index{
-		Versioned: specs.Versioned{SchemaVersion: 2},
-		MediaType: ocispec.MediaTypeImageIndex,
-		Manifests: []ocispec.Descriptor{mdesc},
-	}
-	indexBlob, err := json.Marshal(index)
-	if err != nil {
-		return "", err
-	}
-	layoutBlob, err := json.Marshal(ocispec.ImageLayout{Version: ocispec.ImageLayoutVersion})
-	if err != nil {
-		return "", err
-	}
-
-	tw := tar.NewWriter(w)
-	if err := writeDir(tw, "blobs/"); err != nil {
-		return "", err
-	}
-	if err := writeDir(tw, "blobs/sha256/"); err != nil {
-		return "", err
-	}
-	// Blobs go first and the two small files describing them last, so a
-	// reader streaming the archive has every blob before it learns the layout.
-	// Identical layers are written once.
-	written := map[string]bool{}
-	blobs := [][]byte{configBlob, manifestBlob}
-	for _, l := range built {
-		blobs = append(blobs, l.Blob)
-	}
-	for _, b := range blobs {
-		d := digest.FromBytes(b)
-		if written[d.String()] {
-			continue
-		}
-		written[d.String()] = true
-		if err := writeFile(tw, "blobs/sha256/"+d.Encoded(), b); err != nil {
-			return "", err
-		}
-	}
-	if err := writeFile(tw, ocispec.ImageLayoutFile, layoutBlob); err != nil {
-		return "", err
-	}
-	if err := writeFile(tw, "index.json", indexBlob); err != nil {
-		return "", err
-	}
-	if err := tw.Close(); err != nil {
-		return "", err
-	}
-	return mdesc.Digest.String(), nil
+	return WriteArchiveBlobs(w, ref, cfg, blobs...)
 }
 
 func imageConfig(cfg Config, layers []Layer) ocispec.Image {
