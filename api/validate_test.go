@@ -16,7 +16,7 @@ func TestValidateImageRef(t *testing.T) {
 		{"alpine", true, ""},
 		{"alpine:3.19", true, ""},
 		{"library/alpine:latest", true, ""},
-		{"docker.io/library/alpine", true, ""},
+		{"registry.example/library/alpine", true, ""},
 		{"localhost/fn", true, ""},
 		{"localhost:5000/team/fn:v1.2_3-rc", true, ""},
 		{"registry.example.com:443/a/b/c", true, ""},
@@ -24,7 +24,7 @@ func TestValidateImageRef(t *testing.T) {
 		{"team/a.b-c__d---e", true, ""},
 		{"a.b-c__d---e/f", false, "registry host"}, // a dot makes it a host
 		{"fn@" + digest, true, ""},
-		{"ghcr.io/x/fn:tag@" + digest, true, ""},
+		{"registry.example:5000/x/fn:tag@" + digest, true, ""},
 		{"localhost:5000", true, ""}, // name localhost, tag 5000
 		{"_tag_ok:_x", false, "path component"},
 		{"fn:_tag", true, ""},

@@ -298,7 +298,7 @@ func TestRefTag(t *testing.T) {
 		{ref: "fn:v2", tag: "v2"},
 		{ref: "localhost:5000/fn", tag: "latest"},
 		{ref: "localhost:5000/team/fn:1.0", tag: "1.0"},
-		{ref: "docker.io/library/hello:latest", tag: "latest"},
+		{ref: "registry.example/library/hello:latest", tag: "latest"},
 		{ref: "", bad: true},
 		{ref: "fn:", bad: true},
 		{ref: "repo/", bad: true},
