@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -30,7 +31,11 @@ type box struct {
 	// exited is closed once the task's exit status is known.
 	exited     chan struct{}
 	exitStatus containerd.ExitStatus
-	stopWait   context.CancelFunc
+	// onExit, when set, runs once the exit is known (before exited
+	// closes), so a hot instance learns of it without a goroutine of its
+	// own waiting on exited.
+	onExit   atomic.Pointer[func()]
+	stopWait context.CancelFunc
 
 	destroyOnce sync.Once
 
@@ -187,7 +192,12 @@ func (r *Runtime) nextShimGroup(fnID string) {
 // on, so kiln waits again once containerd is back rather than throwing a
 // healthy container away.
 func (b *box) waitExit(ctx context.Context, exitCh <-chan containerd.ExitStatus) {
-	defer close(b.exited)
+	defer func() {
+		if f := b.onExit.Load(); f != nil {
+			(*f)()
+		}
+		close(b.exited)
+	}()
 	for {
 		st, ok := <-exitCh
 		switch {
@@ -231,6 +241,18 @@ func (r *Runtime) ensureUnpacked(ctx context.Context, img containerd.Image) erro
 		return wrapContainerd(fmt.Sprintf("unpack image %q", img.Name()), err)
 	}
 	return nil
+}
+
+// notifyExit arranges for f to run when the task exits, or runs it now if
+// the task already has.
+func (b *box) notifyExit(f func()) {
+	b.onExit.Store(&f)
+	select {
+	case <-b.exited:
+		// Exited before f was in place: waitExit may have missed it.
+		f()
+	default:
+	}
 }
 
 // exitCode waits up to d for the task's exit and returns its code.

@@ -24,10 +24,16 @@ func (r *Runtime) RunCold(ctx context.Context, f *Function, req *protocol.Reques
 	if r.onColdStart != nil {
 		r.onColdStart(f.AppName, f.FnName, time.Since(start))
 	}
-	defer b.destroy(0)
-
 	sink := &callSink{id: req.CallID, logs: logs}
 	stderrDone := make(chan struct{})
+	stdinDone := make(chan error, 1)
+	// Removing the container closes its FIFOs, which ends both stdio
+	// goroutines; they are waited for so none outlives the call.
+	defer func() {
+		b.destroy(0)
+		<-stderrDone
+		<-stdinDone
+	}()
 	go func() {
 		defer close(stderrDone)
 		pumpStderr(b.dio.Stderr, b.log, func() *callSink { return sink })
@@ -37,7 +43,6 @@ func (r *Runtime) RunCold(ctx context.Context, f *Function, req *protocol.Reques
 
 	// The body goes in from its own goroutine: a function may write
 	// output before it has read all its input, and both pipes are bounded.
-	stdinDone := make(chan error, 1)
 	go func() {
 		_, err := b.dio.Stdin.Write(req.Body)
 		// Closing our end is not EOF for the function: the shim holds a
@@ -72,7 +77,6 @@ func (r *Runtime) RunCold(ctx context.Context, f *Function, req *protocol.Reques
 	case <-time.After(time.Second):
 	}
 	b.closeStdio()
-	<-stdinDone
 	if code := b.exitStatus.ExitCode(); code != 0 {
 		return nil, r.exitError(b, code)
 	}

@@ -64,25 +64,19 @@ func (r *Runtime) StartHot(ctx context.Context, f *Function) (*Hot, error) {
 		results: make(chan frameResult, 1),
 		done:    make(chan struct{}),
 	}
-	h.wg.Add(3)
+	h.wg.Add(2)
 	go h.watchStdout()
 	go func() {
 		defer h.wg.Done()
 		pumpStderr(b.dio.Stderr, b.log, h.sink)
 	}()
-	go func() {
-		defer h.wg.Done()
-		select {
-		case <-b.exited:
-			h.fail(fmt.Errorf("%w: function exited with code %d", errdefs.ErrFunction, b.exitStatus.ExitCode()))
-		case <-h.done:
-		}
-	}()
+	// The exit is noticed here even if stdout stays open (a child of the
+	// function may hold it); fail is idempotent, so a double run is fine.
+	b.notifyExit(func() {
+		h.fail(fmt.Errorf("%w: function exited with code %d", errdefs.ErrFunction, b.exitStatus.ExitCode()))
+	})
 	return h, nil
 }
-
-// ID is the container id.
-func (h *Hot) ID() string { return h.box.id }
 
 // Done is closed when the instance can no longer serve.
 func (h *Hot) Done() <-chan struct{} { return h.done }
