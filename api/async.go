@@ -327,11 +327,7 @@ func (s *Server) runDetached(c *store.Call) {
 		s.finishDetached(ctx, log, c, store.CallError, "no request was stored for this call", nil)
 		return
 	}
-	timeout := time.Duration(fn.Timeout) * time.Second
-	if timeout <= 0 {
-		timeout = 30 * time.Second
-	}
-	deadline := start.Add(timeout)
+	deadline := start.Add(fnTimeout(fn))
 	// Not tied to shutdown: closeAsync lets a started call finish, and the
 	// deadline bounds how long that takes.
 	cctx, cancel := context.WithDeadline(ctx, deadline)

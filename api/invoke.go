@@ -7,7 +7,6 @@ import (
 	"io"
 	"net/http"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/sirupsen/logrus"
@@ -98,11 +97,7 @@ func (s *Server) invoke(w http.ResponseWriter, r *http.Request, app *store.App, 
 		s.enqueue(w, r, app, fn, callID, body)
 		return
 	}
-	timeout := time.Duration(fn.Timeout) * time.Second
-	if timeout <= 0 {
-		timeout = 30 * time.Second
-	}
-	deadline := time.Now().Add(timeout)
+	deadline := time.Now().Add(fnTimeout(fn))
 	ctx, cancel := context.WithDeadline(r.Context(), deadline)
 	defer cancel()
 
@@ -142,6 +137,15 @@ func (s *Server) invoke(w http.ResponseWriter, r *http.Request, app *store.App, 
 		return
 	}
 	writeResponse(w, resp)
+}
+
+// fnTimeout is how long one call of fn may take; stored fns always have
+// a validated timeout, the fallback only guards records from elsewhere.
+func fnTimeout(fn *store.Fn) time.Duration {
+	if fn.Timeout <= 0 {
+		return 30 * time.Second
+	}
+	return time.Duration(fn.Timeout) * time.Second
 }
 
 // callStatus is the record status of a failed call.
@@ -199,23 +203,16 @@ func poolKey(app *store.App, fn *store.Fn, imageID string) string {
 		strconv.FormatInt(app.UpdatedAt.UnixNano(), 36) + "|" + imageID
 }
 
-// callError gives a failed call the status the contract promises.
+// callError words the two failures whose status or message differ from
+// what statusOf gives the error as it is: a timeout names the fn's limit,
+// and a missing image is kiln's failure (500), not an unknown fn (404).
+// Crashes and bad frames (502) and capacity (503) map as they are.
 func callError(fn *store.Fn, err error) error {
 	switch {
 	case errors.Is(err, errdefs.ErrTimeout):
 		return errorf(http.StatusGatewayTimeout, "fn %q timed out after %ds", fn.Name, fn.Timeout)
-	case errors.Is(err, protocol.ErrProtocol):
-		msg := err.Error()
-		if !strings.Contains(msg, protocol.ErrProtocol.Error()) {
-			msg = protocol.ErrProtocol.Error() + ": " + msg
-		}
-		return errorf(http.StatusBadGateway, "%s", msg)
-	case errors.Is(err, errdefs.ErrFunction):
-		return errorf(http.StatusBadGateway, "%v", err)
 	case errors.Is(err, errdefs.ErrNotFound):
 		return errorf(http.StatusInternalServerError, "fn %q cannot start: %v", fn.Name, err)
-	case errors.Is(err, pool.ErrNoCapacity), errors.Is(err, pool.ErrClosed), errors.Is(err, errdefs.ErrUnavailable):
-		return err
 	}
 	return err
 }
