@@ -65,9 +65,12 @@ func itoa(n int) string {
 }
 
 type recordItem struct {
+	key  string // of live
 	call *store.Call
 	log  *callLog
 }
+
+func liveKey(c *store.Call) string { return c.FnID + "/" + c.ID }
 
 // recorder writes the records of synchronous calls in batches: a hot
 // call takes tens of microseconds and must not wait for a disk sync.
@@ -84,6 +87,13 @@ type recorder struct {
 	items   chan recordItem
 	keepN   int
 	keepFor time.Duration
+
+	// closed (under mu) sends late records straight to the store: the
+	// calls pool.Close does not wait for (cold ones) may finish after the
+	// recorder stopped, and their records must not be dropped.
+	mu        sync.RWMutex
+	closed    bool
+	closeOnce sync.Once
 
 	stop chan struct{}
 	wg   sync.WaitGroup
@@ -104,7 +114,7 @@ func (r *recorder) start(c *store.Call) {
 		return
 	}
 	cp := *c
-	r.live.Store(c.FnID+"/"+c.ID, &cp)
+	r.live.Store(liveKey(c), &cp)
 }
 
 // inFlight returns a sync call that is running or not yet flushed.
@@ -112,7 +122,7 @@ func (r *recorder) inFlight(fnID, callID string) (*store.Call, bool) {
 	if r == nil {
 		return nil, false
 	}
-	v, ok := r.live.Load(fnID + "/" + callID)
+	v, ok := r.live.Load(liveKey(&store.Call{FnID: fnID, ID: callID}))
 	if !ok {
 		return nil, false
 	}
@@ -126,11 +136,16 @@ func (r *recorder) put(c *store.Call, log *callLog) {
 		return
 	}
 	cp := *c
-	r.live.Store(c.FnID+"/"+c.ID, &cp)
-	select {
-	case r.items <- recordItem{call: &cp, log: log}:
-	case <-r.stop:
+	it := recordItem{key: liveKey(c), call: &cp, log: log}
+	r.live.Store(it.key, &cp)
+	r.mu.RLock()
+	if !r.closed {
+		r.items <- it
+		r.mu.RUnlock()
+		return
 	}
+	r.mu.RUnlock()
+	r.flush([]recordItem{it})
 }
 
 func (r *recorder) run() {
@@ -188,12 +203,20 @@ func (r *recorder) flush(batch []recordItem) {
 		r.log.WithError(err).WithField("calls", len(writes)).Error("save call records")
 	}
 	for _, it := range batch {
-		r.live.Delete(it.call.FnID + "/" + it.call.ID)
+		r.live.Delete(it.key)
 	}
 }
 
-// close writes what is queued and stops.
+// close writes what is queued and stops; records put after it are
+// written one by one. Safe to call more than once.
 func (r *recorder) close() {
-	close(r.stop)
-	r.wg.Wait()
+	r.closeOnce.Do(func() {
+		// Every put that saw closed == false has finished its send once
+		// the write lock is held, so run's final drain sees it.
+		r.mu.Lock()
+		r.closed = true
+		r.mu.Unlock()
+		close(r.stop)
+		r.wg.Wait()
+	})
 }
