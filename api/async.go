@@ -310,11 +310,7 @@ func (s *Server) runDetached(c *store.Call) {
 	start := time.Now()
 	ctx := context.Background()
 	log := s.log.WithFields(logrus.Fields{"call_id": c.ID, "fn_id": c.FnID, "attempt": c.Attempts})
-	fn, err := s.store.GetFn(ctx, c.FnID)
-	var app *store.App
-	if err == nil {
-		app, err = s.store.GetApp(ctx, fn.AppID)
-	}
+	app, fn, err := s.resolve.fn(ctx, c.FnID)
 	if err != nil {
 		// Deleting a fn deletes its calls too, so this record is most
 		// likely gone; recording is best effort.
@@ -344,11 +340,12 @@ func (s *Server) runDetached(c *store.Call) {
 	// The response has no one to go to: a detached call's outcome is its
 	// record and its log.
 	_, err = s.execute(cctx, app, fn, req, logs)
-	if busy(err) && !stopping(s.async.stop) {
+	if busy(err) {
 		// Sync calls had the node's capacity for the whole deadline (or
 		// containerd is restarting): the call did not run, so it goes
 		// back in the queue as it was, attempt uncounted, rather than
-		// fail for a reason that says nothing about the function.
+		// fail for a reason that says nothing about the function. During
+		// shutdown this leaves it queued for the next start, as intended.
 		log.WithError(err).Info("no capacity for a detached call; queued again")
 		s.requeue(ctx, log, c)
 		return

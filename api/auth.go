@@ -121,7 +121,7 @@ func (s *Server) isAdmin(h http.Header) bool {
 	if s.cfg.AdminToken == "" {
 		return false
 	}
-	want := sha256.Sum256([]byte("Bearer " + s.cfg.AdminToken))
+	want := s.adminHash
 	found := 0
 	for _, v := range h.Values("Authorization") {
 		got := sha256.Sum256([]byte(v))

@@ -34,7 +34,7 @@ func newResolver(st *store.Store) *resolver {
 	return &resolver{store: st, byFn: map[string]resolved{}, byTrigger: map[triggerKey]resolved{}}
 }
 
-// lookup returns the cached entry if the store has not changed since it
+// cached returns the cached entry if the store has not changed since it
 // was cached; the generation read before the store is what new entries
 // are tagged with.
 func (r *resolver) cached(get func() (resolved, bool)) (resolved, bool, uint64) {
@@ -64,10 +64,10 @@ func (r *resolver) remember(gen uint64, put func()) {
 
 // fn resolves POST /invoke/{fn_id}.
 func (r *resolver) fn(ctx context.Context, fnID string) (*store.App, *store.Fn, error) {
-	if v, ok, _ := r.cached(func() (resolved, bool) { v, ok := r.byFn[fnID]; return v, ok }); ok {
+	v, ok, gen := r.cached(func() (resolved, bool) { v, ok := r.byFn[fnID]; return v, ok })
+	if ok {
 		return v.app, v.fn, nil
 	}
-	gen := r.store.Generation()
 	fn, err := r.store.GetFn(ctx, fnID)
 	if err != nil {
 		return nil, nil, fnLookupError(fnID, err)
@@ -83,10 +83,10 @@ func (r *resolver) fn(ctx context.Context, fnID string) (*store.App, *store.Fn, 
 // trigger resolves /t/{app}/{source}.
 func (r *resolver) trigger(ctx context.Context, appName, source string) (*store.App, *store.Fn, error) {
 	k := triggerKey{appName, source}
-	if v, ok, _ := r.cached(func() (resolved, bool) { v, ok := r.byTrigger[k]; return v, ok }); ok {
+	v, ok, gen := r.cached(func() (resolved, bool) { v, ok := r.byTrigger[k]; return v, ok })
+	if ok {
 		return v.app, v.fn, nil
 	}
-	gen := r.store.Generation()
 	app, err := r.store.GetAppByName(ctx, appName)
 	if err != nil {
 		if errors.Is(err, store.ErrNotFound) {

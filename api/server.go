@@ -4,6 +4,7 @@
 package api
 
 import (
+	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -65,7 +66,10 @@ type Server struct {
 	draining atomic.Bool
 	records  *recorder
 	resolve  *resolver
-	async    asyncState
+	// adminHash is sha256("Bearer " + AdminToken), computed once: it is
+	// compared on every /v2 request and every invoke of a private fn.
+	adminHash [sha256.Size]byte
+	async     asyncState
 }
 
 // New builds the server and its routes.
@@ -86,6 +90,9 @@ func New(cfg Config) *Server {
 		cfg.CallMaxAge = 24 * time.Hour
 	}
 	s := &Server{cfg: cfg, store: cfg.Store, log: cfg.Logger}
+	if cfg.AdminToken != "" {
+		s.adminHash = sha256.Sum256([]byte("Bearer " + cfg.AdminToken))
+	}
 	if cfg.Store != nil {
 		s.resolve = newResolver(cfg.Store)
 		s.records = newRecorder(cfg.Store, cfg.Logger, cfg.CallsPerFn, cfg.CallMaxAge)
