@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strings"
 
 	bolt "go.etcd.io/bbolt"
 )
@@ -53,8 +52,8 @@ type QueueLimits struct {
 // caller chooses c.ID as for CreateCall; a zero CreatedAt means now and
 // an empty AppID is the fn's. c is not modified.
 func (s *Store) EnqueueCall(ctx context.Context, c *Call, lim QueueLimits) error {
-	if c.ID == "" || strings.Contains(c.ID, sep) {
-		return fmt.Errorf("%w call id %q", ErrInvalid, c.ID)
+	if err := checkCallID(c.ID); err != nil {
+		return err
 	}
 	if c.Request == nil {
 		return fmt.Errorf("%w call %q: a queued call needs its request", ErrInvalid, c.ID)
@@ -87,20 +86,7 @@ func (s *Store) EnqueueCall(ctx context.Context, c *Call, lim QueueLimits) error
 				return &QueueFullError{FnID: fn.ID, Waiting: mine, PerFn: true}
 			}
 		}
-		if rec.AppID == "" {
-			rec.AppID = fn.AppID
-		}
-		calls, err := tx.Bucket(bktCalls).CreateBucketIfNotExists([]byte(fn.ID))
-		if err != nil {
-			return err
-		}
-		if calls.Get([]byte(c.ID)) != nil {
-			return fmt.Errorf("call %q of fn %q %w", c.ID, c.FnID, ErrConflict)
-		}
-		if err := putJSON(calls, []byte(c.ID), rec); err != nil {
-			return err
-		}
-		return tx.Bucket(bktCallStatuses).Put(statusKey(CallQueued, c.ID, fn.ID), nil)
+		return insertCall(tx, fn, rec)
 	})
 }
 

@@ -39,22 +39,21 @@ func (s *Store) SaveCalls(ctx context.Context, writes []CallWrite) error {
 			if err != nil {
 				return err
 			}
-			idx := tx.Bucket(bktCallStatuses)
-			if old := calls.Get([]byte(c.ID)); old != nil {
-				prev, err := decodeCall(old)
-				if err == nil && prev.Status != c.Status {
-					if err := idx.Delete(statusKey(prev.Status, c.ID, c.FnID)); err != nil {
-						return err
-					}
-				}
-			}
 			if c.Status == "" {
 				c.Status = CallQueued
+			}
+			var from string
+			if old := calls.Get([]byte(c.ID)); old != nil {
+				prev, err := decodeCall(old)
+				if err != nil {
+					return err
+				}
+				from = prev.Status
 			}
 			if err := putJSON(calls, []byte(c.ID), c.stored()); err != nil {
 				return err
 			}
-			if err := idx.Put(statusKey(c.Status, c.ID, c.FnID), nil); err != nil {
+			if err := moveStatus(tx, c.FnID, c.ID, from, c.Status); err != nil {
 				return err
 			}
 			if len(w.Log) > 0 {

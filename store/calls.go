@@ -94,8 +94,8 @@ func statusKey(status, callID, fnID string) []byte { return key(status, callID, 
 // racing its fn's deletion from leaving an orphan. An empty status means
 // queued, a zero CreatedAt means now, and an empty AppID is the fn's.
 func (s *Store) CreateCall(ctx context.Context, c *Call) error {
-	if c.ID == "" || strings.Contains(c.ID, sep) {
-		return fmt.Errorf("%w call id %q", ErrInvalid, c.ID)
+	if err := checkCallID(c.ID); err != nil {
+		return err
 	}
 	rec := c.stored()
 	if rec.Status == "" {
@@ -112,21 +112,50 @@ func (s *Store) CreateCall(ctx context.Context, c *Call) error {
 		if err != nil {
 			return err
 		}
-		if rec.AppID == "" {
-			rec.AppID = fn.AppID
-		}
-		calls, err := tx.Bucket(bktCalls).CreateBucketIfNotExists([]byte(fn.ID))
-		if err != nil {
-			return err
-		}
-		if calls.Get([]byte(c.ID)) != nil {
-			return fmt.Errorf("call %q of fn %q %w", c.ID, c.FnID, ErrConflict)
-		}
-		if err := putJSON(calls, []byte(c.ID), rec); err != nil {
-			return err
-		}
-		return tx.Bucket(bktCallStatuses).Put(statusKey(rec.Status, c.ID, c.FnID), nil)
+		return insertCall(tx, fn, rec)
 	})
+}
+
+// insertCall writes a new call record of fn and its status index entry;
+// an id already taken is ErrConflict. An empty AppID becomes the fn's.
+func insertCall(tx *bolt.Tx, fn *Fn, rec storedCall) error {
+	if rec.AppID == "" {
+		rec.AppID = fn.AppID
+	}
+	calls, err := tx.Bucket(bktCalls).CreateBucketIfNotExists([]byte(fn.ID))
+	if err != nil {
+		return err
+	}
+	if calls.Get([]byte(rec.ID)) != nil {
+		return fmt.Errorf("call %q of fn %q %w", rec.ID, fn.ID, ErrConflict)
+	}
+	if err := putJSON(calls, []byte(rec.ID), rec); err != nil {
+		return err
+	}
+	return tx.Bucket(bktCallStatuses).Put(statusKey(rec.Status, rec.ID, fn.ID), nil)
+}
+
+// moveStatus keeps the status index in step with a call whose status
+// goes from from (empty: a new record) to to.
+func moveStatus(tx *bolt.Tx, fnID, callID, from, to string) error {
+	if from == to {
+		return nil
+	}
+	idx := tx.Bucket(bktCallStatuses)
+	if from != "" {
+		if err := idx.Delete(statusKey(from, callID, fnID)); err != nil {
+			return err
+		}
+	}
+	return idx.Put(statusKey(to, callID, fnID), nil)
+}
+
+// checkCallID refuses ids the key layout cannot hold.
+func checkCallID(id string) error {
+	if id == "" || strings.Contains(id, sep) {
+		return fmt.Errorf("%w call id %q", ErrInvalid, id)
+	}
+	return nil
 }
 
 func callsOf(tx *bolt.Tx, fnID string) *bolt.Bucket { return tx.Bucket(bktCalls).Bucket([]byte(fnID)) }
@@ -171,14 +200,8 @@ func (s *Store) UpdateCall(ctx context.Context, fnID, callID string, fn func(*Ca
 		if !validStatus(c.Status) {
 			return fmt.Errorf("%w call status %q", ErrInvalid, c.Status)
 		}
-		if c.Status != old.Status {
-			idx := tx.Bucket(bktCallStatuses)
-			if err := idx.Delete(statusKey(old.Status, callID, fnID)); err != nil {
-				return err
-			}
-			if err := idx.Put(statusKey(c.Status, callID, fnID), nil); err != nil {
-				return err
-			}
+		if err := moveStatus(tx, fnID, callID, old.Status, c.Status); err != nil {
+			return err
 		}
 		out = c
 		return putJSON(callsOf(tx, fnID), []byte(callID), c.stored())
