@@ -125,6 +125,16 @@ func (b DebianBase) Base(ctx context.Context, opts BaseOptions) (CachedBase, err
 		return CachedBase{}, err
 	}
 	defer unlock()
+	// Work dirs and partial tarballs of a build that was killed outright
+	// (no defer ran) are only found here, under the lock.
+	old, _ := filepath.Glob(filepath.Join(dir, "build-"+key+"-*"))
+	for _, o := range old {
+		removeBuildDir(o, progress)
+	}
+	tmps, _ := filepath.Glob(filepath.Join(dir, key+".tar.gz.tmp-*"))
+	for _, t := range tmps {
+		os.Remove(t)
+	}
 
 	layerPath := filepath.Join(dir, key+".tar.gz")
 	metaPath := filepath.Join(dir, key+".json")
@@ -339,6 +349,13 @@ func (s *stageRunner) do(ctx context.Context, what, name string, args ...string)
 	tail := &lastLine{}
 	cmd.Stdout = io.MultiWriter(s.log, tail)
 	cmd.Stderr = cmd.Stdout
+	// debootstrap and chroot run children of their own (dpkg, apt,
+	// maintainer scripts): a cancelled build kills the whole process
+	// group, or they would keep writing into the rootfs being removed and
+	// hold the output pipe open.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
+	cmd.WaitDelay = 10 * time.Second
 	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("%s: %w", what, err)
 	}
