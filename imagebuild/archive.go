@@ -32,26 +32,18 @@ const AnnotationImageName = "io.containerd.image.name"
 // host's architecture. It returns the manifest digest ("sha256:..."), which
 // is what containerd reports as the image's digest after import.
 func WriteArchive(w io.Writer, ref string, cfg Config, layers ...[]File) (string, error) {
-	if _, err := refTag(ref); err != nil {
-		return "", err
-	}
-	built := make([]Layer, 0, len(layers))
+	blobs := make([]BlobLayer, 0, len(layers))
 	for i, files := range layers {
 		l, err := NewLayer(files)
 		if err != nil {
 			return "", fmt.Errorf("layer %d: %w", i, err)
 		}
-		built = append(built, l)
-	}
-
-	blobs := make([]BlobLayer, len(built))
-	for i, l := range built {
-		blobs[i] = MemoryLayer(l)
+		blobs = append(blobs, MemoryLayer(l))
 	}
 	return WriteArchiveBlobs(w, ref, cfg, blobs...)
 }
 
-func imageConfig(cfg Config, layers []Layer) ocispec.Image {
+func imageConfig(cfg Config, layers []BlobLayer) ocispec.Image {
 	created := epoch()
 	img := ocispec.Image{
 		Created: &created,

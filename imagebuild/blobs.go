@@ -12,6 +12,7 @@ import (
 	"io"
 	"io/fs"
 	"os"
+	"path"
 	"path/filepath"
 	"runtime"
 	"strings"
@@ -56,11 +57,7 @@ func WriteArchiveBlobs(w io.Writer, ref string, cfg Config, layers ...BlobLayer)
 	if err != nil {
 		return "", err
 	}
-	meta := make([]Layer, len(layers))
-	for i, l := range layers {
-		meta[i] = Layer{Digest: l.Digest, DiffID: l.DiffID}
-	}
-	configBlob, err := json.Marshal(imageConfig(cfg, meta))
+	configBlob, err := json.Marshal(imageConfig(cfg, layers))
 	if err != nil {
 		return "", err
 	}
@@ -197,7 +194,7 @@ func TarDirLayer(w io.Writer, dir string, skip ...string) (dgst, diffID string, 
 			return nil
 		}
 		name := filepath.ToSlash(rel)
-		if skipped[parentDir(name)] && !skipped[name] {
+		if skipped[path.Dir(name)] && !skipped[name] {
 			if d.IsDir() {
 				return filepath.SkipDir
 			}
@@ -272,14 +269,6 @@ func TarDirLayer(w io.Writer, dir string, skip ...string) (dgst, diffID string, 
 	}
 	return "sha256:" + hex.EncodeToString(compressed.h.Sum(nil)),
 		"sha256:" + hex.EncodeToString(raw.Sum(nil)), compressed.n, nil
-}
-
-// parentDir is path.Dir for the relative slash paths of a walk.
-func parentDir(p string) string {
-	if i := strings.LastIndexByte(p, '/'); i >= 0 {
-		return p[:i]
-	}
-	return "."
 }
 
 type countingHash struct {

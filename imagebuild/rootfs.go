@@ -13,6 +13,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -185,7 +186,7 @@ func (b DebianBase) Base(ctx context.Context, opts BaseOptions) (CachedBase, err
 	if err := prepareChroot(root); err != nil {
 		return CachedBase{}, err
 	}
-	aptEnv := []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+	aptEnv := []string{DefaultPath,
 		"DEBIAN_FRONTEND=noninteractive", "LANG=C.UTF-8", "HOME=/root"}
 	chroot, err := findTool("chroot")
 	if err != nil {
@@ -660,7 +661,7 @@ func parseDeb822Sources(text string) []aptSource {
 			last = strings.ToLower(strings.TrimSpace(k))
 			fields[last] = strings.TrimSpace(v)
 		}
-		if strings.EqualFold(fields["enabled"], "no") || !contains(strings.Fields(fields["types"]), "deb") {
+		if strings.EqualFold(fields["enabled"], "no") || !slices.Contains(strings.Fields(fields["types"]), "deb") {
 			continue
 		}
 		suites := strings.Fields(fields["suites"])
@@ -676,7 +677,7 @@ func parseDeb822Sources(text string) []aptSource {
 // a Debian mirror for one release serves the others.
 func pickMirror(sources []aptSource, release string) string {
 	for _, s := range sources {
-		if contains(s.Suites, release) {
+		if slices.Contains(s.Suites, release) {
 			return s.URI
 		}
 	}
@@ -691,15 +692,6 @@ func pickMirror(sources []aptSource, release string) string {
 		}
 	}
 	return ""
-}
-
-func contains(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
 }
 
 func shortDigest(d string) string {

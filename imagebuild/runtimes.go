@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 
@@ -154,7 +155,7 @@ func entryFile(dir string, candidates []string, exts ...string) (string, error) 
 	}
 	var found []string
 	for _, e := range entries {
-		if !e.IsDir() && contains(exts, filepath.Ext(e.Name())) {
+		if !e.IsDir() && slices.Contains(exts, filepath.Ext(e.Name())) {
 			found = append(found, e.Name())
 		}
 	}
@@ -334,8 +335,8 @@ func BusyboxFiles() ([]File, error) {
 	sort.Strings(applets)
 	for _, a := range applets {
 		a = strings.Trim(a, "/")
-		dir := parentDir(a)
-		if seen[a] || !contains([]string{"bin", "sbin", "usr/bin", "usr/sbin"}, dir) {
+		dir := filepath.Dir(a)
+		if seen[a] || !slices.Contains([]string{"bin", "sbin", "usr/bin", "usr/sbin"}, dir) {
 			continue
 		}
 		seen[a] = true

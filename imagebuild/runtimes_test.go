@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"reflect"
 	"runtime"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -297,7 +298,7 @@ func TestBuildInterpretedImages(t *testing.T) {
 			if !reflect.DeepEqual(c.Entrypoint, tt.entrypoint) || c.WorkingDir != "/function" {
 				t.Errorf("entrypoint %v workdir %q", c.Entrypoint, c.WorkingDir)
 			}
-			if !contains(c.Env, tt.env) || !contains(c.Env, "A=1") || !contains(c.Env, DefaultPath) {
+			if !slices.Contains(c.Env, tt.env) || !slices.Contains(c.Env, "A=1") || !slices.Contains(c.Env, DefaultPath) {
 				t.Errorf("env %v", c.Env)
 			}
 			if _, ok := layerEntries(t, l, 0)["usr/bin/"+tt.runtime]; !ok {
