@@ -2,6 +2,7 @@ package executor
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"sort"
@@ -28,12 +29,17 @@ func (r *Runtime) Import(ctx context.Context, archive io.Reader) ([]string, erro
 	}
 	r.forgetDigests()
 	names := make([]string, 0, len(imgs))
+	var unpackErrs []error
 	for _, im := range imgs {
-		img := containerd.NewImage(r.client, im)
-		if err := r.ensureUnpacked(ctx, img); err != nil {
-			return nil, err
-		}
 		names = append(names, im.Name)
+		if err := r.ensureUnpacked(ctx, containerd.NewImage(r.client, im)); err != nil {
+			unpackErrs = append(unpackErrs, err)
+		}
+	}
+	if err := errors.Join(unpackErrs...); err != nil {
+		// The images are stored and a first call unpacks them again; the
+		// caller must still learn which names the archive replaced.
+		return names, fmt.Errorf("stored %v, but unpacking failed: %w", names, err)
 	}
 	return names, nil
 }
