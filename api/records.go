@@ -45,23 +45,9 @@ func (l *callLog) Bytes() []byte {
 		if len(out) > 0 && out[len(out)-1] != '\n' {
 			out = append(out, '\n')
 		}
-		out = append(out, []byte("[log truncated at "+itoa(l.max)+" bytes]\n")...)
+		out = append(out, store.TruncationMarker(l.max)...)
 	}
 	return out
-}
-
-func itoa(n int) string {
-	if n == 0 {
-		return "0"
-	}
-	var b [20]byte
-	i := len(b)
-	for n > 0 {
-		i--
-		b[i] = byte('0' + n%10)
-		n /= 10
-	}
-	return string(b[i:])
 }
 
 type recordItem struct {

@@ -267,9 +267,10 @@ func (s *Store) ListCallsByStatus(ctx context.Context, status string, limit int)
 	return calls, err
 }
 
-// truncationMarker ends a log that hit its cap. Its wording carries the
-// cap, so a reader knows how much was kept.
-func truncationMarker(capBytes int) []byte {
+// TruncationMarker ends a call log that hit its cap; its wording carries
+// the cap, so a reader knows how much was kept. Every writer of call logs
+// marks the cut with it.
+func TruncationMarker(capBytes int) []byte {
 	return []byte(fmt.Sprintf("[log truncated at %d bytes]\n", capBytes))
 }
 
@@ -293,7 +294,7 @@ func (s *Store) AppendCallLog(ctx context.Context, fnID, callID string, p []byte
 		if capBytes <= 0 {
 			return logs.Put([]byte(callID), append(bytes.Clone(cur), p...))
 		}
-		marker := truncationMarker(capBytes)
+		marker := TruncationMarker(capBytes)
 		if len(cur) > capBytes || bytes.HasSuffix(cur, marker) {
 			return nil // already truncated
 		}
