@@ -15,6 +15,7 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -197,7 +198,8 @@ func sha256Digest(b []byte) string {
 // and symlinks (targets are not followed). Ownership and timestamps are
 // dropped on purpose: layers are always root-owned and epoch-stamped.
 // Devices, sockets and pipes are refused.
-func LayerFromDir(dir string) ([]File, error) {
+// Top-level entries named in skip (with all they hold) are not read.
+func LayerFromDir(dir string, skip ...string) ([]File, error) {
 	var files []File
 	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
@@ -208,6 +210,12 @@ func LayerFromDir(dir string) ([]File, error) {
 			return err
 		}
 		if rel == "." {
+			return nil
+		}
+		if slices.Contains(skip, rel) {
+			if d.IsDir() {
+				return filepath.SkipDir
+			}
 			return nil
 		}
 		info, err := d.Info()

@@ -169,15 +169,12 @@ func entryFile(dir string, candidates []string, exts ...string) (string, error) 
 // functionFiles is the source tree under /function. VCS metadata stays
 // out: it is large, changes with every commit and would churn the digest.
 func functionFiles(dir string) ([]File, error) {
-	files, err := LayerFromDir(dir)
+	files, err := LayerFromDir(dir, ".git")
 	if err != nil {
 		return nil, err
 	}
 	out := []File{{Path: functionDir, Dir: true, Mode: 0o755}}
 	for _, f := range files {
-		if f.Path == ".git" || strings.HasPrefix(f.Path, ".git/") {
-			continue
-		}
 		f.Path = functionDir + "/" + f.Path
 		out = append(out, f)
 	}
