@@ -18,6 +18,7 @@ RUN go mod download
 # never ends up in the build.
 COPY cmd/ cmd/
 COPY api/ api/
+COPY calls/ calls/
 COPY errdefs/ errdefs/
 COPY executor/ executor/
 COPY imagebuild/ imagebuild/

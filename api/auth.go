@@ -19,6 +19,7 @@ import (
 
 	"github.com/sirupsen/logrus"
 
+	"github.com/kiln-run/kiln/errdefs"
 	"github.com/kiln-run/kiln/store"
 )
 
@@ -90,21 +91,21 @@ func (s *Server) authorize(r *http.Request, app *store.App, fn *store.Fn) error 
 		return nil
 	}
 	if len(s.cfg.TokenKey) == 0 {
-		return errorf(http.StatusServiceUnavailable, "fn %q is private, but private functions need a token key and kilnd has none", fn.Name)
+		return errdefs.Errorf(errdefs.ErrUnavailable, "fn %q is private, but private functions need a token key and kilnd has none", fn.Name)
 	}
 	raw, err := bearerToken(r.Header)
 	if err != nil {
-		return errorf(http.StatusUnauthorized, "fn %q is private: %v", fn.Name, err)
+		return errdefs.Errorf(errdefs.ErrUnauthorized, "fn %q is private: %v", fn.Name, err)
 	}
 	claims, err := verifyToken(s.cfg.TokenKey, raw, time.Now())
 	if err != nil {
-		return errorf(http.StatusUnauthorized, "fn %q is private: %v", fn.Name, err)
+		return errdefs.Errorf(errdefs.ErrUnauthorized, "fn %q is private: %v", fn.Name, err)
 	}
 	if claims.AppID != app.ID {
-		return errorf(http.StatusForbidden, "token is not valid for app %q", app.Name)
+		return errdefs.Errorf(errdefs.ErrForbidden, "token is not valid for app %q", app.Name)
 	}
 	if claims.FnID != "" && claims.FnID != fn.ID {
-		return errorf(http.StatusForbidden, "token is for another fn, not %q", fn.Name)
+		return errdefs.Errorf(errdefs.ErrForbidden, "token is for another fn, not %q", fn.Name)
 	}
 	// The token was for kiln. Passed on, a hostile function could keep
 	// one caller's token for the next caller of its container (an app
@@ -269,42 +270,42 @@ type tokenAnswer struct {
 func (s *Server) createToken(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
 	if len(s.cfg.TokenKey) == 0 {
-		writeError(w, errorf(http.StatusServiceUnavailable, "private functions need a token key and kilnd has none"))
+		writeError(w, errdefs.Errorf(errdefs.ErrUnavailable, "private functions need a token key and kilnd has none"))
 		return
 	}
 	var body tokenRequest
 	if err := decodeBody(w, r, &body); err != nil {
-		fail(w, err)
+		writeError(w, err)
 		return
 	}
 	if body.AppID == "" {
-		fail(w, invalid("token", "app_id", "required"))
+		writeError(w, invalid("token", "app_id", "required"))
 		return
 	}
 	ttl := defaultTokenTTL
 	if body.TTL != nil {
 		if *body.TTL <= 0 || *body.TTL > int64(maxTokenTTL/time.Second) {
-			fail(w, invalid("token", "ttl", "must be between 1 and %d seconds (30 days)", int64(maxTokenTTL/time.Second)))
+			writeError(w, invalid("token", "ttl", "must be between 1 and %d seconds (30 days)", int64(maxTokenTTL/time.Second)))
 			return
 		}
 		ttl = time.Duration(*body.TTL) * time.Second
 	}
 	app, err := s.store.GetApp(ctx, body.AppID)
 	if err != nil {
-		if errors.Is(err, store.ErrNotFound) {
-			err = fmt.Errorf("app %q not found: %w", body.AppID, store.ErrNotFound)
+		if errors.Is(err, errdefs.ErrNotFound) {
+			err = fmt.Errorf("app %q %w", body.AppID, errdefs.ErrNotFound)
 		}
-		fail(w, err)
+		writeError(w, err)
 		return
 	}
 	if body.FnID != "" {
 		fn, err := s.store.GetFn(ctx, body.FnID)
 		if err != nil {
-			fail(w, fnLookupError(body.FnID, err))
+			writeError(w, err)
 			return
 		}
 		if fn.AppID != app.ID {
-			fail(w, invalid("token", "fn_id", "fn %q is not in app %q", body.FnID, app.Name))
+			writeError(w, invalid("token", "fn_id", "fn %q is not in app %q", body.FnID, app.Name))
 			return
 		}
 	}
@@ -312,7 +313,7 @@ func (s *Server) createToken(w http.ResponseWriter, r *http.Request) {
 	exp := now.Add(ttl).Unix()
 	tok, err := signToken(s.cfg.TokenKey, tokenClaims{AppID: app.ID, FnID: body.FnID, Expires: exp, IssuedAt: now.Unix()})
 	if err != nil {
-		fail(w, err)
+		writeError(w, err)
 		return
 	}
 	s.log.WithFields(logrus.Fields{"app": app.Name, "fn_id": body.FnID, "expires": exp}).Info("token issued")

@@ -19,6 +19,8 @@ import (
 
 	"github.com/sirupsen/logrus"
 
+	"github.com/kiln-run/kiln/calls"
+	"github.com/kiln-run/kiln/executor"
 	"github.com/kiln-run/kiln/protocol"
 	"github.com/kiln-run/kiln/store"
 )
@@ -30,24 +32,24 @@ type secRuntime struct {
 	last *protocol.Request
 	// ran maps the call ids it ran to their fn ids.
 	ran map[string]string
-	// hot, when set, serves hot formats (the fuzz tests give it a pool).
-	hot func() (HotInstance, error)
+	// hot, when set, serves hot formats.
+	hot func() (calls.Instance, error)
 }
 
-func (f *secRuntime) StartHot(ctx context.Context, app *store.App, fn *store.Fn) (HotInstance, error) {
+func (f *secRuntime) StartHot(ctx context.Context, fn *executor.Function) (calls.Instance, error) {
 	if f.hot == nil {
 		return nil, errors.New("secRuntime: no hot containers")
 	}
 	return f.hot()
 }
 
-func (f *secRuntime) RunCold(ctx context.Context, app *store.App, fn *store.Fn, req *protocol.Request, logs io.Writer) (*protocol.Response, error) {
+func (f *secRuntime) RunCold(ctx context.Context, fn *executor.Function, req *protocol.Request, logs io.Writer) (*protocol.Response, error) {
 	f.mu.Lock()
 	f.last = req
 	if f.ran == nil {
 		f.ran = map[string]string{}
 	}
-	f.ran[req.CallID] = fn.ID
+	f.ran[req.CallID] = fn.FnID
 	f.mu.Unlock()
 	return &protocol.Response{Status: http.StatusOK, Header: http.Header{"Content-Type": {"text/plain"}}, Body: []byte("ok")}, nil
 }
@@ -72,8 +74,8 @@ func (f *secRuntime) lastHeader() http.Header {
 	return f.last.Header
 }
 
-// newSecEnv is newEnv plus a runtime, and closes the server before the
-// store so the call recorder never writes to a closed database.
+// newSecEnv is a server on a fresh store whose calls run on a fake
+// runtime, returned so tests see what reached the function.
 func newSecEnv(t *testing.T, cfg Config) (*testEnv, *secRuntime) {
 	t.Helper()
 	st, err := store.Open(filepath.Join(t.TempDir(), "kiln.db"))
@@ -82,13 +84,11 @@ func newSecEnv(t *testing.T, cfg Config) (*testEnv, *secRuntime) {
 	}
 	t.Cleanup(func() { st.Close() })
 	rt := &secRuntime{}
-	cfg.Store, cfg.Runtime = st, rt
+	cfg.Store, cfg.Calls = st, newCalls(t, st, rt)
 	if cfg.Logger == nil {
 		cfg.Logger = quietLog()
 	}
-	srv := New(cfg)
-	t.Cleanup(srv.Close)
-	return &testEnv{t: t, st: st, srv: srv}, rt
+	return &testEnv{t: t, st: st, srv: New(cfg)}, rt
 }
 
 func (e *testEnv) secApp(name string, ann map[string]any) appJSON {

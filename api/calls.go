@@ -1,11 +1,8 @@
 package api
 
 import (
-	"errors"
 	"net/http"
 	"strconv"
-
-	"github.com/kiln-run/kiln/store"
 )
 
 func (s *Server) registerCalls(mux *http.ServeMux) {
@@ -19,30 +16,21 @@ func (s *Server) registerCalls(mux *http.ServeMux) {
 func (s *Server) listCalls(w http.ResponseWriter, r *http.Request) {
 	opts, err := listOptions(r)
 	if err != nil {
-		fail(w, err)
+		writeError(w, err)
 		return
 	}
 	calls, next, err := s.store.ListCalls(r.Context(), r.PathValue("fn_id"), opts)
 	if err != nil {
-		fail(w, err)
+		writeError(w, err)
 		return
 	}
 	writeList(w, calls, next)
 }
 
 func (s *Server) getCall(w http.ResponseWriter, r *http.Request) {
-	fnID, callID := r.PathValue("fn_id"), r.PathValue("call_id")
-	call, err := s.store.GetCall(r.Context(), fnID, callID)
-	if errors.Is(err, store.ErrNotFound) {
-		// A sync call in flight (or just finished, not yet flushed) lives
-		// in memory only: the store gets one record per call, at its end.
-		if c, ok := s.records.inFlight(fnID, callID); ok {
-			writeJSON(w, http.StatusOK, c)
-			return
-		}
-	}
+	call, err := s.calls.GetCall(r.Context(), r.PathValue("fn_id"), r.PathValue("call_id"))
 	if err != nil {
-		fail(w, err)
+		writeError(w, err)
 		return
 	}
 	writeJSON(w, http.StatusOK, call)
@@ -53,7 +41,7 @@ func (s *Server) getCall(w http.ResponseWriter, r *http.Request) {
 func (s *Server) getCallLog(w http.ResponseWriter, r *http.Request) {
 	log, err := s.store.GetCallLog(r.Context(), r.PathValue("fn_id"), r.PathValue("call_id"))
 	if err != nil {
-		fail(w, err)
+		writeError(w, err)
 		return
 	}
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")

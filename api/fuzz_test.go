@@ -13,7 +13,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/kiln-run/kiln/pool"
+	"github.com/kiln-run/kiln/calls"
 	"github.com/kiln-run/kiln/protocol"
 	"github.com/kiln-run/kiln/store"
 )
@@ -22,6 +22,7 @@ import (
 type secHot struct{}
 
 func (secHot) Done() <-chan struct{}           { return nil }
+func (secHot) Err() error                      { return nil }
 func (secHot) Close(ctx context.Context) error { return nil }
 func (secHot) Call(ctx context.Context, req *protocol.Request, logs io.Writer) (*protocol.Response, error) {
 	return &protocol.Response{Status: http.StatusOK, Body: []byte("hot")}, nil
@@ -74,15 +75,11 @@ func newFuzzWorld(t testing.TB) *fuzzWorld {
 	appTok, _ := signToken(testKey, tokenClaims{AppID: app.ID, Expires: exp})
 	otherTok, _ := signToken(testKey, tokenClaims{AppID: app.ID, FnID: pub.ID, Expires: exp})
 
-	p := pool.New[HotInstance](pool.Config{})
-	t.Cleanup(func() { _ = p.Close(context.Background()) })
-	rt := &secRuntime{hot: func() (HotInstance, error) { return secHot{}, nil }}
-	cfg := Config{Store: st, Pool: p, Runtime: rt, TokenKey: testKey, Logger: quietLog(), MaxBody: 1 << 16}
+	rt := &secRuntime{hot: func() (calls.Instance, error) { return secHot{}, nil }}
+	cfg := Config{Store: st, Calls: newCalls(t, st, rt), TokenKey: testKey, Logger: quietLog(), MaxBody: 1 << 16}
 	w := &fuzzWorld{store: st, cold: rt, open: New(cfg), privFn: priv.ID, privTokens: []string{fnTok, appTok}}
 	cfg.AdminToken = fuzzAdmin
 	w.guarded = New(cfg)
-	t.Cleanup(w.open.Close)
-	t.Cleanup(w.guarded.Close)
 	w.vars = strings.NewReplacer(
 		"{app}", app.ID, "{pub}", pub.ID, "{priv}", priv.ID, "{hot}", hot.ID,
 		"{fntoken}", fnTok, "{apptoken}", appTok, "{othertoken}", otherTok,

@@ -75,7 +75,7 @@ func (s *Server) importImage(w http.ResponseWriter, r *http.Request) {
 	}
 	names, err := s.cfg.Images.Import(r.Context(), http.MaxBytesReader(w, r.Body, maxImageArchive))
 	if err != nil {
-		writeError(w, fmt.Errorf("import: %v: %w", err, ErrInvalid))
+		writeError(w, fmt.Errorf("import: %v: %w", err, errdefs.ErrInvalid))
 		return
 	}
 	s.log.WithField("images", names).Info("imported images")
@@ -112,7 +112,7 @@ func (s *Server) pullImage(w http.ResponseWriter, r *http.Request) {
 	}
 	req.Ref = strings.TrimSpace(req.Ref)
 	if req.Ref == "" {
-		writeError(w, fmt.Errorf("%w request: ref is required", ErrInvalid))
+		writeError(w, fmt.Errorf("%w request: ref is required", errdefs.ErrInvalid))
 		return
 	}
 
@@ -171,7 +171,7 @@ func pullFailure(ref string, err error) error {
 	if statusOf(err) != http.StatusInternalServerError {
 		return err
 	}
-	return errorf(http.StatusBadGateway, "pulling %q: %v", ref, err)
+	return errdefs.Errorf(errdefs.ErrUpstream, "pulling %q: %v", ref, err)
 }
 
 func acceptsNDJSON(r *http.Request) bool {
@@ -194,7 +194,7 @@ func (s *Server) deleteImage(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
 	ref := r.PathValue("ref")
 	if ref == "" {
-		writeError(w, fmt.Errorf("%w request: image reference is required", ErrInvalid))
+		writeError(w, fmt.Errorf("%w request: image reference is required", errdefs.ErrInvalid))
 		return
 	}
 	img, err := s.cfg.Images.Get(ctx, ref)
@@ -213,7 +213,7 @@ func (s *Server) deleteImage(w http.ResponseWriter, r *http.Request) {
 			more = fmt.Sprintf(" and %d more", len(users)-5)
 			users = users[:5]
 		}
-		writeError(w, errorf(http.StatusConflict, "image %q is in use by fn %s%s; delete them or change their image first",
+		writeError(w, errdefs.Errorf(errdefs.ErrConflict, "image %q is in use by fn %s%s; delete them or change their image first",
 			img.Name, strings.Join(users, ", "), more))
 		return
 	}

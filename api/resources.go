@@ -2,7 +2,6 @@ package api
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -13,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/kiln-run/kiln/errdefs"
 	"github.com/kiln-run/kiln/store"
 )
 
@@ -20,15 +20,6 @@ import (
 // records; the cap only stops a client from making kilnd buffer a large
 // upload before the JSON decoder rejects it.
 const maxResourceBody = 1 << 20
-
-// Defaults for fields a fn create leaves out, as Fn has them.
-const (
-	defaultFormat      = "default"
-	defaultMemory      = 128
-	defaultTimeout     = 30
-	defaultIdleTimeout = 30
-	defaultTmpfsSize   = 64
-)
 
 func (s *Server) registerResources(mux *http.ServeMux) {
 	mux.HandleFunc("POST /v2/apps", s.createApp)
@@ -50,16 +41,6 @@ func (s *Server) registerResources(mux *http.ServeMux) {
 	mux.HandleFunc("DELETE /v2/triggers/{trigger_id}", s.deleteTrigger)
 
 	s.registerCalls(mux)
-}
-
-// fail answers with err's status. The store's ErrInvalid is the api's 400
-// too; it is only reached when the store catches what validation did not
-// (a bad cursor, a fn of another app).
-func fail(w http.ResponseWriter, err error) {
-	if errors.Is(err, store.ErrInvalid) && !errors.Is(err, ErrInvalid) {
-		err = errorf(http.StatusBadRequest, "%s", err)
-	}
-	writeError(w, err)
 }
 
 // listPage is the shape of every list answer.
@@ -88,7 +69,7 @@ func listOptions(r *http.Request) (store.ListOptions, error) {
 	if v := q.Get("per_page"); v != "" {
 		n, err := strconv.Atoi(v)
 		if err != nil || n < 0 {
-			return opts, fmt.Errorf("%w per_page %q: must be a non-negative integer", ErrInvalid, v)
+			return opts, fmt.Errorf("%w per_page %q: must be a non-negative integer", errdefs.ErrInvalid, v)
 		}
 		opts.PerPage = n
 	}
@@ -102,25 +83,25 @@ func decodeBody(w http.ResponseWriter, r *http.Request, v any) error {
 	if err != nil {
 		var tooBig *http.MaxBytesError
 		if errors.As(err, &tooBig) {
-			return errorf(http.StatusRequestEntityTooLarge, "request body over %d bytes", tooBig.Limit)
+			return fmt.Errorf("request body over %d bytes: %w", tooBig.Limit, errdefs.ErrTooLarge)
 		}
-		return errorf(http.StatusBadRequest, "read request body: %v", err)
+		return fmt.Errorf("%w request: read body: %v", errdefs.ErrInvalid, err)
 	}
 	if len(bytes.TrimSpace(data)) == 0 {
-		return fmt.Errorf("%w request: empty body, want a JSON object", ErrInvalid)
+		return fmt.Errorf("%w request: empty body, want a JSON object", errdefs.ErrInvalid)
 	}
 	if err := json.Unmarshal(data, v); err != nil {
-		if errors.Is(err, ErrInvalid) {
+		if errors.Is(err, errdefs.ErrInvalid) {
 			return err // a field's own decoder already said what is wrong
 		}
 		var typeErr *json.UnmarshalTypeError
 		if errors.As(err, &typeErr) {
 			if typeErr.Field == "" {
-				return fmt.Errorf("%w request: body must be a JSON object", ErrInvalid)
+				return fmt.Errorf("%w request: body must be a JSON object", errdefs.ErrInvalid)
 			}
-			return fmt.Errorf("%w request field %s: must not be a JSON %s", ErrInvalid, typeErr.Field, typeErr.Value)
+			return fmt.Errorf("%w request field %s: must not be a JSON %s", errdefs.ErrInvalid, typeErr.Field, typeErr.Value)
 		}
-		return fmt.Errorf("%w request: malformed JSON: %v", ErrInvalid, err)
+		return fmt.Errorf("%w request: malformed JSON: %v", errdefs.ErrInvalid, err)
 	}
 	return nil
 }
@@ -200,11 +181,11 @@ type appBody struct {
 func (s *Server) createApp(w http.ResponseWriter, r *http.Request) {
 	var body appBody
 	if err := decodeBody(w, r, &body); err != nil {
-		fail(w, err)
+		writeError(w, err)
 		return
 	}
 	if body.ID != "" {
-		fail(w, invalid("app", "id", "is assigned by the server"))
+		writeError(w, invalid("app", "id", "is assigned by the server"))
 		return
 	}
 	app := &store.App{
@@ -213,12 +194,12 @@ func (s *Server) createApp(w http.ResponseWriter, r *http.Request) {
 		Annotations: mergeAnnotations(nil, body.Annotations),
 	}
 	if err := validateApp(app); err != nil {
-		fail(w, err)
+		writeError(w, err)
 		return
 	}
 	app, err := s.store.CreateApp(r.Context(), app)
 	if err != nil {
-		fail(w, err)
+		writeError(w, err)
 		return
 	}
 	writeJSON(w, http.StatusOK, app)
@@ -227,12 +208,12 @@ func (s *Server) createApp(w http.ResponseWriter, r *http.Request) {
 func (s *Server) listApps(w http.ResponseWriter, r *http.Request) {
 	opts, err := listOptions(r)
 	if err != nil {
-		fail(w, err)
+		writeError(w, err)
 		return
 	}
 	apps, next, err := s.store.ListApps(r.Context(), opts)
 	if err != nil {
-		fail(w, err)
+		writeError(w, err)
 		return
 	}
 	writeList(w, apps, next)
@@ -241,7 +222,7 @@ func (s *Server) listApps(w http.ResponseWriter, r *http.Request) {
 func (s *Server) getApp(w http.ResponseWriter, r *http.Request) {
 	app, err := s.store.GetApp(r.Context(), r.PathValue("app_id"))
 	if err != nil {
-		fail(w, err)
+		writeError(w, err)
 		return
 	}
 	writeJSON(w, http.StatusOK, app)
@@ -250,12 +231,9 @@ func (s *Server) getApp(w http.ResponseWriter, r *http.Request) {
 func (s *Server) updateApp(w http.ResponseWriter, r *http.Request) {
 	var body appBody
 	if err := decodeBody(w, r, &body); err != nil {
-		fail(w, err)
+		writeError(w, err)
 		return
 	}
-	// An app's name and config reach its fns' containers as environment,
-	// so changing either retires those containers.
-	var envChanged bool
 	app, err := s.store.UpdateApp(r.Context(), r.PathValue("app_id"), func(a *store.App) error {
 		if err := checkImmutable("app", "id", body.ID, a.ID); err != nil {
 			return err
@@ -263,56 +241,29 @@ func (s *Server) updateApp(w http.ResponseWriter, r *http.Request) {
 		if err := checkCreatedAt("app", body.CreatedAt, a.CreatedAt); err != nil {
 			return err
 		}
-		oldName, oldConfig := a.Name, a.Config
 		if body.Name != "" {
 			a.Name = body.Name
 		}
 		a.Config = mergeConfig(a.Config, body.Config)
 		a.Annotations = mergeAnnotations(a.Annotations, body.Annotations)
-		envChanged = a.Name != oldName || !maps.Equal(a.Config, oldConfig)
 		return validateApp(a)
 	})
 	if err != nil {
-		fail(w, err)
+		writeError(w, err)
 		return
 	}
-	if envChanged {
-		s.drainApp(r.Context(), app.ID)
-	}
+	s.calls.RefreshApp(r.Context(), app.ID)
 	writeJSON(w, http.StatusOK, app)
-}
-
-// drainApp retires the containers of every fn of an app. The app was
-// already saved, so a failure to list is only logged: the containers are
-// then replaced when they idle out.
-func (s *Server) drainApp(ctx context.Context, appID string) {
-	opts := store.ListOptions{AppID: appID, PerPage: store.MaxPerPage}
-	for {
-		fns, next, err := s.store.ListFns(ctx, opts)
-		if err != nil {
-			s.log.WithError(err).WithField("app", appID).Warn("cannot list fns to drain after app update")
-			return
-		}
-		for _, fn := range fns {
-			s.fnChanged(fn.ID)
-		}
-		if next == "" {
-			return
-		}
-		opts.Cursor = next
-	}
 }
 
 func (s *Server) deleteApp(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("app_id")
 	fnIDs, err := s.store.DeleteApp(r.Context(), id)
 	if err != nil {
-		fail(w, err)
+		writeError(w, err)
 		return
 	}
-	for _, fnID := range fnIDs {
-		s.fnChanged(fnID)
-	}
+	s.calls.Refresh(r.Context(), fnIDs...)
 	deleted(w, "app", id)
 }
 
@@ -403,29 +354,29 @@ func applyFnBody(f *store.Fn, b *fnBody) {
 func (s *Server) createFn(w http.ResponseWriter, r *http.Request) {
 	var body fnBody
 	if err := decodeBody(w, r, &body); err != nil {
-		fail(w, err)
+		writeError(w, err)
 		return
 	}
 	if body.ID != "" {
-		fail(w, invalid("fn", "id", "is assigned by the server"))
+		writeError(w, invalid("fn", "id", "is assigned by the server"))
 		return
 	}
 	fn := &store.Fn{
 		AppID:       body.AppID,
-		Format:      defaultFormat,
-		Memory:      defaultMemory,
-		Timeout:     defaultTimeout,
-		IdleTimeout: defaultIdleTimeout,
-		TmpfsSize:   defaultTmpfsSize,
+		Format:      store.DefaultFormat,
+		Memory:      store.DefaultMemoryMB,
+		Timeout:     store.DefaultTimeout,
+		IdleTimeout: store.DefaultIdleTimeout,
+		TmpfsSize:   store.DefaultTmpfsMB,
 	}
 	applyFnBody(fn, &body)
 	if err := validateFn(fn); err != nil {
-		fail(w, err)
+		writeError(w, err)
 		return
 	}
 	fn, err := s.store.CreateFn(r.Context(), fn)
 	if err != nil {
-		fail(w, err)
+		writeError(w, err)
 		return
 	}
 	writeJSON(w, http.StatusOK, fn)
@@ -434,12 +385,12 @@ func (s *Server) createFn(w http.ResponseWriter, r *http.Request) {
 func (s *Server) listFns(w http.ResponseWriter, r *http.Request) {
 	opts, err := listOptions(r)
 	if err != nil {
-		fail(w, err)
+		writeError(w, err)
 		return
 	}
 	fns, next, err := s.store.ListFns(r.Context(), opts)
 	if err != nil {
-		fail(w, err)
+		writeError(w, err)
 		return
 	}
 	writeList(w, fns, next)
@@ -448,7 +399,7 @@ func (s *Server) listFns(w http.ResponseWriter, r *http.Request) {
 func (s *Server) getFn(w http.ResponseWriter, r *http.Request) {
 	fn, err := s.store.GetFn(r.Context(), r.PathValue("fn_id"))
 	if err != nil {
-		fail(w, err)
+		writeError(w, err)
 		return
 	}
 	writeJSON(w, http.StatusOK, fn)
@@ -457,10 +408,9 @@ func (s *Server) getFn(w http.ResponseWriter, r *http.Request) {
 func (s *Server) updateFn(w http.ResponseWriter, r *http.Request) {
 	var body fnBody
 	if err := decodeBody(w, r, &body); err != nil {
-		fail(w, err)
+		writeError(w, err)
 		return
 	}
-	var changed bool
 	fn, err := s.store.UpdateFn(r.Context(), r.PathValue("fn_id"), func(f *store.Fn) error {
 		if err := checkImmutable("fn", "id", body.ID, f.ID); err != nil {
 			return err
@@ -471,38 +421,24 @@ func (s *Server) updateFn(w http.ResponseWriter, r *http.Request) {
 		if err := checkCreatedAt("fn", body.CreatedAt, f.CreatedAt); err != nil {
 			return err
 		}
-		old := *f
 		applyFnBody(f, &body)
-		changed = containerChanged(&old, f)
 		return validateFn(f)
 	})
 	if err != nil {
-		fail(w, err)
+		writeError(w, err)
 		return
 	}
-	if changed {
-		s.fnChanged(fn.ID)
-	}
+	s.calls.Refresh(r.Context(), fn.ID)
 	writeJSON(w, http.StatusOK, fn)
-}
-
-// containerChanged reports whether an update touches anything a running
-// container was started with. Annotations are kiln's bookkeeping only, so
-// editing them keeps the warm containers.
-func containerChanged(a, b *store.Fn) bool {
-	return a.Name != b.Name || a.Image != b.Image || a.Format != b.Format ||
-		a.Memory != b.Memory || a.CPUs != b.CPUs || a.Timeout != b.Timeout ||
-		a.IdleTimeout != b.IdleTimeout || a.TmpfsSize != b.TmpfsSize || !maps.Equal(a.Config, b.Config) ||
-		fmt.Sprint(a.Annotations[annotationNetwork]) != fmt.Sprint(b.Annotations[annotationNetwork])
 }
 
 func (s *Server) deleteFn(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("fn_id")
 	if err := s.store.DeleteFn(r.Context(), id); err != nil {
-		fail(w, err)
+		writeError(w, err)
 		return
 	}
-	s.fnChanged(id)
+	s.calls.Refresh(r.Context(), id)
 	deleted(w, "fn", id)
 }
 
@@ -522,11 +458,11 @@ type triggerBody struct {
 func (s *Server) createTrigger(w http.ResponseWriter, r *http.Request) {
 	var body triggerBody
 	if err := decodeBody(w, r, &body); err != nil {
-		fail(w, err)
+		writeError(w, err)
 		return
 	}
 	if body.ID != "" {
-		fail(w, invalid("trigger", "id", "is assigned by the server"))
+		writeError(w, invalid("trigger", "id", "is assigned by the server"))
 		return
 	}
 	t := &store.Trigger{
@@ -545,32 +481,34 @@ func (s *Server) createTrigger(w http.ResponseWriter, r *http.Request) {
 	if t.AppID == "" && t.FnID != "" {
 		fn, err := s.store.GetFn(r.Context(), t.FnID)
 		if err != nil {
-			fail(w, err)
+			writeError(w, err)
 			return
 		}
 		t.AppID = fn.AppID
 	}
 	if err := validateTrigger(t); err != nil {
-		fail(w, err)
+		writeError(w, err)
 		return
 	}
 	t, err := s.store.CreateTrigger(r.Context(), t)
 	if err != nil {
-		fail(w, err)
+		writeError(w, err)
 		return
 	}
+	// A fn's first http trigger is its containers' FN_PATH.
+	s.calls.Refresh(r.Context(), t.FnID)
 	writeJSON(w, http.StatusOK, t)
 }
 
 func (s *Server) listTriggers(w http.ResponseWriter, r *http.Request) {
 	opts, err := listOptions(r)
 	if err != nil {
-		fail(w, err)
+		writeError(w, err)
 		return
 	}
 	ts, next, err := s.store.ListTriggers(r.Context(), opts)
 	if err != nil {
-		fail(w, err)
+		writeError(w, err)
 		return
 	}
 	writeList(w, ts, next)
@@ -579,7 +517,7 @@ func (s *Server) listTriggers(w http.ResponseWriter, r *http.Request) {
 func (s *Server) getTrigger(w http.ResponseWriter, r *http.Request) {
 	t, err := s.store.GetTrigger(r.Context(), r.PathValue("trigger_id"))
 	if err != nil {
-		fail(w, err)
+		writeError(w, err)
 		return
 	}
 	writeJSON(w, http.StatusOK, t)
@@ -588,7 +526,7 @@ func (s *Server) getTrigger(w http.ResponseWriter, r *http.Request) {
 func (s *Server) updateTrigger(w http.ResponseWriter, r *http.Request) {
 	var body triggerBody
 	if err := decodeBody(w, r, &body); err != nil {
-		fail(w, err)
+		writeError(w, err)
 		return
 	}
 	t, err := s.store.UpdateTrigger(r.Context(), r.PathValue("trigger_id"), func(t *store.Trigger) error {
@@ -619,17 +557,25 @@ func (s *Server) updateTrigger(w http.ResponseWriter, r *http.Request) {
 		return validateTrigger(t)
 	})
 	if err != nil {
-		fail(w, err)
+		writeError(w, err)
 		return
 	}
+	s.calls.Refresh(r.Context(), t.FnID)
 	writeJSON(w, http.StatusOK, t)
 }
 
 func (s *Server) deleteTrigger(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("trigger_id")
-	if err := s.store.DeleteTrigger(r.Context(), id); err != nil {
-		fail(w, err)
+	// Read first: the fn it served must be refreshed once it is gone.
+	t, err := s.store.GetTrigger(r.Context(), id)
+	if err != nil {
+		writeError(w, err)
 		return
 	}
+	if err := s.store.DeleteTrigger(r.Context(), id); err != nil {
+		writeError(w, err)
+		return
+	}
+	s.calls.Refresh(r.Context(), t.FnID)
 	deleted(w, "trigger", id)
 }

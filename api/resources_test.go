@@ -6,11 +6,11 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/kiln-run/kiln/calls"
 	"github.com/kiln-run/kiln/store"
 )
 
@@ -22,13 +22,19 @@ type testEnv struct {
 
 func newEnv(t *testing.T, cfg Config) *testEnv {
 	t.Helper()
-	st, err := store.Open(filepath.Join(t.TempDir(), "kiln.db"))
-	if err != nil {
+	e, _ := newSecEnv(t, cfg)
+	return e
+}
+
+// newCalls is a calls.Service on st and rt, opened, and closed before st.
+func newCalls(t testing.TB, st *store.Store, rt calls.Runtime) *calls.Service {
+	t.Helper()
+	svc := calls.New(calls.Config{Store: st, Runtime: rt, Logger: quietLog()})
+	if err := svc.Open(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { st.Close() })
-	cfg.Store = st
-	return &testEnv{t: t, st: st, srv: New(cfg)}
+	t.Cleanup(func() { _ = svc.Close(context.Background()) })
+	return svc
 }
 
 // do sends a request through the server. body is sent as is when it is a
@@ -521,31 +527,4 @@ func TestAdminToken(t *testing.T) {
 	}
 	rec := e.do("POST", "/v2/apps", `{"name": "a"}`, "Authorization", "Bearer t")
 	wantStatus(t, rec, 200)
-}
-
-func TestContainerChanged(t *testing.T) {
-	base := store.Fn{Name: "f", Image: "i", Format: "http", Memory: 128, Timeout: 30, IdleTimeout: 30, Config: map[string]string{"A": "1"}}
-	tests := []struct {
-		name   string
-		change func(f *store.Fn)
-		want   bool
-	}{
-		{"nothing", func(*store.Fn) {}, false},
-		{"annotations", func(f *store.Fn) { f.Annotations = map[string]any{"a": 1} }, false},
-		{"image", func(f *store.Fn) { f.Image = "j" }, true},
-		{"memory", func(f *store.Fn) { f.Memory = 256 }, true},
-		{"cpus", func(f *store.Fn) { f.CPUs = 100 }, true},
-		{"config", func(f *store.Fn) { f.Config = map[string]string{"A": "2"} }, true},
-		{"name", func(f *store.Fn) { f.Name = "g" }, true},
-		{"idle timeout", func(f *store.Fn) { f.IdleTimeout = 5 }, true},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			f := base
-			tt.change(&f)
-			if got := containerChanged(&base, &f); got != tt.want {
-				t.Fatalf("containerChanged = %v, want %v", got, tt.want)
-			}
-		})
-	}
 }

@@ -5,71 +5,53 @@ package api
 
 import (
 	"crypto/sha256"
-	"encoding/json"
-	"errors"
 	"fmt"
 	"net/http"
 	"strconv"
 	"strings"
-	"sync/atomic"
-	"time"
 
 	"github.com/sirupsen/logrus"
 
+	"github.com/kiln-run/kiln/calls"
 	"github.com/kiln-run/kiln/errdefs"
 	"github.com/kiln-run/kiln/metrics"
-	"github.com/kiln-run/kiln/pool"
 	"github.com/kiln-run/kiln/protocol"
 	"github.com/kiln-run/kiln/store"
 )
 
-// Config wires a Server. Store, Pool and Runtime are required.
+// Config wires a Server. Store and Calls are required.
 type Config struct {
-	Store   *store.Store
-	Pool    *pool.Pool[HotInstance]
-	Runtime Runtime
+	Store *store.Store
+	// Calls runs invokes and serves call records; api only translates.
+	Calls *calls.Service
 	// Images serves /v2/images; nil disables those routes (503).
 	Images Images
 	// AdminToken, when set, guards every /v2/ route.
 	AdminToken string
-	// MaxBody bounds request and response bodies of calls.
+	// MaxBody bounds request bodies of calls.
 	MaxBody int64
 	Logger  *logrus.Entry
 	Version string
 	// Health reports whether the backend (containerd) answers.
 	Health func(r *http.Request) error
-	// Metrics receives call and HTTP figures; nil records none.
+	// Metrics receives HTTP figures; nil records none.
 	Metrics *metrics.Metrics
-	// CallLogCap bounds the stderr kept per call (default 1 MiB).
-	CallLogCap int
-	// CallsPerFn and CallMaxAge bound the call records kept.
-	CallsPerFn int
-	CallMaxAge time.Duration
-
-	// Detached calls: how many run at once (a bounded share of capacity,
-	// so async work cannot starve sync calls) and how many may wait.
-	AsyncConcurrency int
-	QueuePerFn       int
-	QueueTotal       int
-
 	// TokenKey signs and checks the JWTs of private fns.
 	TokenKey []byte
 }
 
-// Server is the HTTP front end. Create it with New.
+// Server is the HTTP front end. Create it with New; it starts nothing of
+// its own, so it has no Close.
 type Server struct {
 	cfg     Config
 	store   *store.Store
+	calls   *calls.Service
 	log     *logrus.Entry
 	handler http.Handler
 
-	draining atomic.Bool
-	records  *recorder
-	resolve  *resolver
 	// adminHash is sha256("Bearer " + AdminToken), computed once: it is
 	// compared on every /v2 request and every invoke of a private fn.
 	adminHash [sha256.Size]byte
-	async     asyncState
 }
 
 // New builds the server and its routes.
@@ -78,24 +60,11 @@ func New(cfg Config) *Server {
 		cfg.Logger = logrus.NewEntry(logrus.StandardLogger())
 	}
 	if cfg.MaxBody <= 0 {
-		cfg.MaxBody = 6 << 20
+		cfg.MaxBody = protocol.DefaultMaxBody
 	}
-	if cfg.CallLogCap <= 0 {
-		cfg.CallLogCap = 1 << 20
-	}
-	if cfg.CallsPerFn <= 0 {
-		cfg.CallsPerFn = 1000
-	}
-	if cfg.CallMaxAge <= 0 {
-		cfg.CallMaxAge = 24 * time.Hour
-	}
-	s := &Server{cfg: cfg, store: cfg.Store, log: cfg.Logger}
+	s := &Server{cfg: cfg, store: cfg.Store, calls: cfg.Calls, log: cfg.Logger}
 	if cfg.AdminToken != "" {
 		s.adminHash = sha256.Sum256([]byte("Bearer " + cfg.AdminToken))
-	}
-	if cfg.Store != nil {
-		s.resolve = newResolver(cfg.Store)
-		s.records = newRecorder(cfg.Store, cfg.Logger, cfg.CallsPerFn, cfg.CallMaxAge)
 	}
 	mux := http.NewServeMux()
 	s.registerResources(mux)
@@ -107,25 +76,10 @@ func New(cfg Config) *Server {
 		writeJSON(w, http.StatusOK, map[string]string{"version": cfg.Version})
 	})
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		writeError(w, fmt.Errorf("no route for %s %s: %w", r.Method, r.URL.Path, errRouteNotFound))
+		writeError(w, fmt.Errorf("no route for %s %s: %w", r.Method, r.URL.Path, errdefs.ErrNotFound))
 	})
 	s.handler = s.countRequests(s.guardAdmin(mux))
-	s.startAsync()
 	return s
-}
-
-// StopAsync stops the async dispatcher and cron triggers and waits for
-// detached calls in flight; queued ones stay in the store for the next
-// start. kilnd calls it after SetDraining, before the pool closes.
-func (s *Server) StopAsync() { s.closeAsync() }
-
-// Close stops async work (if StopAsync was not called) and flushes
-// pending call records. Call it after the pool drained.
-func (s *Server) Close() {
-	s.closeAsync()
-	if s.records != nil {
-		s.records.close()
-	}
 }
 
 // statusWriter remembers the status a handler wrote, for metrics.
@@ -175,6 +129,11 @@ func (s *Server) countRequests(next http.Handler) http.Handler {
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.handler.ServeHTTP(w, r) }
 
 func (s *Server) health(w http.ResponseWriter, r *http.Request) {
+	if s.calls != nil && s.calls.Draining() {
+		// A load balancer's check: send new calls elsewhere.
+		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "draining"})
+		return
+	}
 	if s.cfg.Health != nil {
 		if err := s.cfg.Health(r); err != nil {
 			writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "unavailable", "error": err.Error()})
@@ -192,79 +151,9 @@ func (s *Server) guardAdmin(next http.Handler) http.Handler {
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if strings.HasPrefix(r.URL.Path, "/v2/") && !s.isAdmin(r.Header) {
-			writeError(w, errUnauthorized)
+			writeError(w, errdefs.Errorf(errdefs.ErrUnauthorized, "missing or invalid admin token"))
 			return
 		}
 		next.ServeHTTP(w, r)
 	})
-}
-
-// Errors api itself raises; store and pool errors are mapped in statusOf.
-var (
-	errRouteNotFound = errors.New("not found")
-	errUnauthorized  = errors.New("missing or invalid admin token")
-	// ErrInvalid marks bad input: 400.
-	ErrInvalid = errors.New("invalid")
-	// errTooLarge marks a request body over its limit: 413.
-	errTooLarge = errors.New("request body too large")
-)
-
-// apiError lets a handler pick the status explicitly.
-type apiError struct {
-	status int
-	msg    string
-}
-
-func (e *apiError) Error() string { return e.msg }
-
-func errorf(status int, format string, args ...any) error {
-	return &apiError{status: status, msg: fmt.Sprintf(format, args...)}
-}
-
-func statusOf(err error) int {
-	var ae *apiError
-	switch {
-	case errors.As(err, &ae):
-		return ae.status
-	case errors.Is(err, errUnauthorized):
-		return http.StatusUnauthorized
-	case errors.Is(err, store.ErrNotFound), errors.Is(err, errRouteNotFound):
-		return http.StatusNotFound
-	case errors.Is(err, store.ErrConflict):
-		return http.StatusConflict
-	case errors.Is(err, ErrInvalid):
-		return http.StatusBadRequest
-	case errors.Is(err, errTooLarge):
-		return http.StatusRequestEntityTooLarge
-	case errors.Is(err, errdefs.ErrNotFound):
-		return http.StatusNotFound
-	case errors.Is(err, errdefs.ErrInvalid):
-		return http.StatusBadRequest
-	case errors.Is(err, errdefs.ErrTimeout):
-		return http.StatusGatewayTimeout
-	case errors.Is(err, errdefs.ErrFunction), errors.Is(err, protocol.ErrProtocol):
-		return http.StatusBadGateway
-	case errors.Is(err, pool.ErrNoCapacity), errors.Is(err, pool.ErrClosed), errors.Is(err, errdefs.ErrUnavailable):
-		return http.StatusServiceUnavailable
-	}
-	return http.StatusInternalServerError
-}
-
-// writeError answers with Fn's error shape, {"message", "code"}.
-func writeError(w http.ResponseWriter, err error) {
-	status := statusOf(err)
-	if status == http.StatusServiceUnavailable && w.Header().Get("Retry-After") == "" {
-		w.Header().Set("Retry-After", "1")
-	}
-	if status == http.StatusUnauthorized && w.Header().Get("WWW-Authenticate") == "" {
-		w.Header().Set("WWW-Authenticate", `Bearer realm="kiln"`)
-	}
-	writeJSON(w, status, map[string]any{"message": err.Error(), "code": status})
-}
-
-func writeJSON(w http.ResponseWriter, status int, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(status)
-	enc := json.NewEncoder(w)
-	_ = enc.Encode(v)
 }

@@ -6,6 +6,8 @@ import (
 	"strings"
 	"unicode"
 
+	"github.com/kiln-run/kiln/calls"
+	"github.com/kiln-run/kiln/errdefs"
 	"github.com/kiln-run/kiln/protocol"
 	"github.com/kiln-run/kiln/store"
 )
@@ -25,10 +27,6 @@ const (
 	maxAnnKeyLen   = 128
 )
 
-// annotationNetwork lets a fn ask for the node's network; kilnd grants it
-// only with --allow-host-network.
-const annotationNetwork = "kiln.io/network"
-
 var (
 	nameRE   = regexp.MustCompile(`^[A-Za-z0-9_.-]+$`)
 	envKeyRE = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
@@ -45,7 +43,7 @@ var (
 // message starts with the resource and field so a client knows what to fix,
 // e.g. "invalid fn memory: must be between 8 and 8192 MB".
 func invalid(kind, field, format string, args ...any) error {
-	return fmt.Errorf("%w %s %s: %s", ErrInvalid, kind, field, fmt.Sprintf(format, args...))
+	return fmt.Errorf("%w %s %s: %s", errdefs.ErrInvalid, kind, field, fmt.Sprintf(format, args...))
 }
 
 func validateName(kind, name string) error {
@@ -158,8 +156,8 @@ func validateFn(f *store.Fn) error {
 	if f.TmpfsSize < 0 || f.TmpfsSize > maxTmpfsSize {
 		return invalid("fn", "tmpfs_size", "must be between 1 and %d MB", maxTmpfsSize)
 	}
-	if v, ok := f.Annotations[annotationNetwork]; ok && v != "host" && v != "none" {
-		return invalid("fn", "annotations", "%s must be \"host\" or \"none\"", annotationNetwork)
+	if v, ok := f.Annotations[calls.AnnotationNetwork]; ok && v != "host" && v != "none" {
+		return invalid("fn", "annotations", "%s must be \"host\" or \"none\"", calls.AnnotationNetwork)
 	}
 	if err := validateConfig("fn", f.Config); err != nil {
 		return err
@@ -186,7 +184,10 @@ func validateTrigger(t *store.Trigger) error {
 		if strings.TrimSpace(t.Source) == "" {
 			return invalid("trigger", "source", "required: a cron schedule")
 		}
-		if err := validateCronSchedule(t.Source); err != nil {
+		if len(t.Source) > maxSourceLen {
+			return invalid("trigger", "source", "must be at most %d characters", maxSourceLen)
+		}
+		if err := calls.ValidateCronSchedule(t.Source); err != nil {
 			return err
 		}
 	default:

@@ -4,6 +4,8 @@ import (
 	"errors"
 	"strings"
 	"testing"
+
+	"github.com/kiln-run/kiln/errdefs"
 )
 
 func TestValidateImageRef(t *testing.T) {
@@ -59,8 +61,8 @@ func TestValidateImageRef(t *testing.T) {
 				}
 				return
 			}
-			if !errors.Is(err, ErrInvalid) {
-				t.Fatalf("validateImageRef(%q) = %v, want ErrInvalid", tt.ref, err)
+			if !errors.Is(err, errdefs.ErrInvalid) {
+				t.Fatalf("validateImageRef(%q) = %v, want errdefs.ErrInvalid", tt.ref, err)
 			}
 			if !strings.Contains(err.Error(), "invalid fn image") || !strings.Contains(err.Error(), tt.mention) {
 				t.Fatalf("validateImageRef(%q) = %q, want it to mention %q", tt.ref, err, tt.mention)

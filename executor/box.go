@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"strconv"
 	"strings"
 	"sync"
@@ -25,16 +26,16 @@ type box struct {
 	id        string
 	container containerd.Container
 	task      containerd.Task
-	dio       *cio.DirectIO
+	io        *stdio
 	log       *logrus.Entry
 
 	// exited is closed once the task's exit status is known.
 	exited     chan struct{}
 	exitStatus containerd.ExitStatus
-	// onExit, when set, runs once the exit is known (before exited
+	// exitHook, when set, runs once the exit is known (before exited
 	// closes), so a hot instance learns of it without a goroutine of its
 	// own waiting on exited.
-	onExit   atomic.Pointer[func()]
+	exitHook atomic.Pointer[func()]
 	stopWait context.CancelFunc
 
 	destroyOnce sync.Once
@@ -114,18 +115,11 @@ func (r *Runtime) createOnce(ctx context.Context, f *Function, kind string, extr
 		}
 	}()
 
-	fifos, err := cio.NewFIFOSetInDir(r.cfg.FIFODir, id, false)
+	b.io, err = openStdio(r.cfg.FIFODir, id)
 	if err != nil {
-		return nil, fmt.Errorf("fifos for %q: %w", id, err)
+		return nil, err
 	}
-	// The FIFOs outlive the call that created them, so they open on a
-	// context of their own.
-	b.dio, err = cio.NewDirectIO(context.Background(), fifos)
-	if err != nil {
-		_ = fifos.Close()
-		return nil, fmt.Errorf("open fifos for %q: %w", id, err)
-	}
-	b.task, err = container.NewTask(ctx, func(string) (cio.IO, error) { return b.dio, nil })
+	b.task, err = container.NewTask(ctx, func(string) (cio.IO, error) { return b.io, nil })
 	if err != nil {
 		if shimGone(err) {
 			return nil, fmt.Errorf("create task %q: %w: %w", id, errShimGone, err)
@@ -193,7 +187,7 @@ func (r *Runtime) nextShimGroup(fnID string) {
 // healthy container away.
 func (b *box) waitExit(ctx context.Context, exitCh <-chan containerd.ExitStatus) {
 	defer func() {
-		if f := b.onExit.Load(); f != nil {
+		if f := b.exitHook.Load(); f != nil {
 			(*f)()
 		}
 		close(b.exited)
@@ -243,14 +237,13 @@ func (r *Runtime) ensureUnpacked(ctx context.Context, img containerd.Image) erro
 	return nil
 }
 
-// notifyExit arranges for f to run when the task exits, or runs it now if
-// the task already has.
-func (b *box) notifyExit(f func()) {
-	b.onExit.Store(&f)
+func (b *box) onExit(f func(code uint32)) {
+	g := func() { f(b.exitStatus.ExitCode()) }
+	b.exitHook.Store(&g)
 	select {
 	case <-b.exited:
-		// Exited before f was in place: waitExit may have missed it.
-		f()
+		// Exited before g was in place: waitExit may have missed it.
+		g()
 	default:
 	}
 }
@@ -260,10 +253,26 @@ func (b *box) exitCode(d time.Duration) (uint32, bool) {
 	select {
 	case <-b.exited:
 		return b.exitStatus.ExitCode(), true
-	case <-time.After(d):
+	default:
+	}
+	if d <= 0 {
+		return 0, false
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-b.exited:
+		return b.exitStatus.ExitCode(), true
+	case <-t.C:
 		return 0, false
 	}
 }
+
+func (b *box) stdinPipe() deadlineWriter { return b.io.stdin }
+func (b *box) stdoutPipe() io.Reader     { return b.io.stdout }
+func (b *box) stderrPipe() io.Reader     { return b.io.stderr }
+func (b *box) closeStdin()               { b.io.closeStdin() }
+func (b *box) logger() *logrus.Entry     { return b.log }
 
 // destroy stops the task (SIGTERM, then SIGKILL after grace) and removes
 // the task, the container, its snapshot and its FIFOs. Safe to call more
@@ -302,9 +311,8 @@ func (b *box) destroy(grace time.Duration) {
 		if b.stopWait != nil {
 			b.stopWait()
 		}
-		if b.dio != nil {
-			b.dio.Cancel()
-			_ = b.dio.Close()
+		if b.io != nil {
+			_ = b.io.Close()
 		}
 		// containerd may be restarting, or a shim busy: keep trying until
 		// the cleanup deadline, then hand the rest to the runtime's
@@ -358,10 +366,13 @@ func (r *Runtime) retryRemove(b *box) {
 	}()
 }
 
-// closeStdio unblocks every read and write on the FIFOs without touching
-// the task; used when a call must give up at once.
-func (b *box) closeStdio() {
-	if b.dio != nil {
-		b.dio.Cancel()
+// kill sends SIGKILL to every process of the task without waiting; the
+// exit is seen by waitExit. It is how a cold run that passed its deadline
+// ends at once: its stdout reaches EOF when the shim sees the exit.
+func (b *box) kill() {
+	ctx, cancel := context.WithTimeout(b.r.ctx(context.Background()), cleanupTimeout)
+	defer cancel()
+	if err := b.task.Kill(ctx, syscall.SIGKILL, containerd.WithKillAll); err != nil && !cerrdefs.IsNotFound(err) {
+		b.log.WithError(err).Debug("kill")
 	}
 }

@@ -36,25 +36,32 @@ func (r *Runtime) RunCold(ctx context.Context, f *Function, req *protocol.Reques
 	}()
 	go func() {
 		defer close(stderrDone)
-		pumpStderr(b.dio.Stderr, b.log, func() *callSink { return sink })
+		pumpStderr(b.io.stderr, b.log, func() *callSink { return sink })
 	}()
-	stop := context.AfterFunc(ctx, b.closeStdio)
+	// At the deadline the process is killed: its stdout then ends, which
+	// is what the read below waits for. Closing stdin frees the writer.
+	stop := context.AfterFunc(ctx, func() {
+		b.closeStdin()
+		b.kill()
+	})
 	defer stop()
 
 	// The body goes in from its own goroutine: a function may write
 	// output before it has read all its input, and both pipes are bounded.
 	go func() {
-		_, err := b.dio.Stdin.Write(req.Body)
+		deadline, _ := ctx.Deadline()
+		_ = b.io.stdin.SetWriteDeadline(deadline)
+		_, err := b.io.stdin.Write(req.Body)
 		// Closing our end is not EOF for the function: the shim holds a
 		// write end of its own until told to close it.
-		_ = b.dio.Stdin.Close()
+		b.closeStdin()
 		if cerr := b.task.CloseIO(r.ctx(context.WithoutCancel(ctx)), containerd.WithStdinCloser); cerr != nil && err == nil {
 			err = cerr
 		}
 		stdinDone <- err
 	}()
 
-	out, readErr := io.ReadAll(io.LimitReader(b.dio.Stdout, r.cfg.MaxBody+1))
+	out, readErr := io.ReadAll(io.LimitReader(b.io.stdout, r.cfg.MaxBody+1))
 	if ctx.Err() != nil {
 		return nil, callAborted(ctx)
 	}
@@ -69,16 +76,16 @@ func (r *Runtime) RunCold(ctx context.Context, f *Function, req *protocol.Reques
 	case <-ctx.Done():
 		return nil, callAborted(ctx)
 	}
+	// A body the function never read would keep the writer blocked.
+	b.closeStdin()
 	// The shim closes stderr once the process is gone and its output is
-	// copied; only then are the FIFOs closed, which also frees a stdin
-	// write that the function never read.
+	// copied, so the log is complete; it is not waited for long.
 	select {
 	case <-stderrDone:
 	case <-time.After(time.Second):
 	}
-	b.closeStdio()
 	if code := b.exitStatus.ExitCode(); code != 0 {
-		return nil, r.exitError(b, code)
+		return nil, b.exitError(code)
 	}
 	return &protocol.Response{Status: http.StatusOK, Header: http.Header{}, Body: out}, nil
 }

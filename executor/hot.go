@@ -6,9 +6,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/sirupsen/logrus"
 
 	"github.com/kiln-run/kiln/errdefs"
 	"github.com/kiln-run/kiln/protocol"
@@ -17,10 +20,17 @@ import (
 // Hot is a warm container that answers one call at a time over its stdio.
 // Its stdout has one long-lived bufio.Reader: bytes read ahead stay there
 // for the next frame, and anything left after a frame is caught.
+//
+// Every call ends by its deadline whatever the function does: the write
+// of the request carries the deadline, and the deadline, the process
+// exiting and stdout closing each break the instance, which closes stdin
+// and so interrupts a write in progress. A broken instance never serves
+// again.
 type Hot struct {
-	box    *box
+	c      hotContainer
 	codec  protocol.Codec
 	stdout *bufio.Reader
+	grace  time.Duration
 
 	// The stdout watcher is stdout's only reader: it blocks in Peek, and
 	// when bytes arrive during a call it reads the frame and sends it on
@@ -28,7 +38,10 @@ type Hot struct {
 	// the instance at once, so garbage never waits for the next call.
 	results chan frameResult
 	inCall  atomic.Bool
-	current atomic.Pointer[callSink]
+	// midFrame: the watcher has bytes of a response it has not finished
+	// reading, so a failure now is "in the middle of its response".
+	midFrame atomic.Bool
+	current  atomic.Pointer[callSink]
 
 	done     chan struct{}
 	failOnce sync.Once
@@ -36,6 +49,32 @@ type Hot struct {
 
 	closeOnce sync.Once
 	wg        sync.WaitGroup
+}
+
+// hotContainer is what a Hot needs of the container under it: box
+// implements it with containerd, the unit tests with pipes.
+type hotContainer interface {
+	stdinPipe() deadlineWriter
+	stdoutPipe() io.Reader
+	stderrPipe() io.Reader
+	// onExit runs f with the exit code once the process has exited, at
+	// once if it has. f must not block: it runs on the exit watcher.
+	onExit(f func(code uint32))
+	// exitCode waits up to d for the exit and returns its code.
+	exitCode(d time.Duration) (uint32, bool)
+	// exitError words an exit code, naming memory for an OOM kill.
+	exitError(code uint32) error
+	// closeStdin interrupts a write in progress; later writes fail.
+	closeStdin()
+	// destroy stops the process (SIGKILL after grace) and removes it.
+	destroy(grace time.Duration)
+	logger() *logrus.Entry
+}
+
+// deadlineWriter is stdin: a write that a deadline or Close interrupts.
+type deadlineWriter interface {
+	io.Writer
+	SetWriteDeadline(t time.Time) error
 }
 
 type callSink struct {
@@ -53,13 +92,18 @@ func (r *Runtime) StartHot(ctx context.Context, f *Function) (*Hot, error) {
 	if err != nil {
 		return nil, err
 	}
+	return newHot(b, codec, r.cfg.StopGrace), nil
+}
+
+func newHot(c hotContainer, codec protocol.Codec, grace time.Duration) *Hot {
 	h := &Hot{
-		box:   b,
+		c:     c,
 		codec: codec,
+		grace: grace,
 		// Bodies larger than the buffer are read straight into their own
 		// slice, so it only needs to hold frame heads; every hot container
 		// keeps one.
-		stdout: bufio.NewReaderSize(b.dio.Stdout, 16<<10),
+		stdout: bufio.NewReaderSize(c.stdoutPipe(), 16<<10),
 		// One slot: the watcher never blocks on a caller that gave up.
 		results: make(chan frameResult, 1),
 		done:    make(chan struct{}),
@@ -68,23 +112,48 @@ func (r *Runtime) StartHot(ctx context.Context, f *Function) (*Hot, error) {
 	go h.watchStdout()
 	go func() {
 		defer h.wg.Done()
-		pumpStderr(b.dio.Stderr, b.log, h.sink)
+		pumpStderr(c.stderrPipe(), c.logger(), h.sink)
 	}()
 	// The exit is noticed here even if stdout stays open (a child of the
 	// function may hold it); fail is idempotent, so a double run is fine.
-	b.notifyExit(func() {
-		h.fail(fmt.Errorf("%w: function exited with code %d", errdefs.ErrFunction, b.exitStatus.ExitCode()))
+	c.onExit(func(code uint32) {
+		// Not exitError: telling an OOM kill apart waits for an event,
+		// and this runs on the exit watcher. A call in flight gets the
+		// full wording from callError.
+		h.fail(fmt.Errorf("%w: function exited with code %d", errdefs.ErrFunction, code))
 	})
-	return h, nil
+	return h
 }
 
 // Done is closed when the instance can no longer serve.
 func (h *Hot) Done() <-chan struct{} { return h.done }
 
+// Err says why the instance can no longer serve; nil while it can. It
+// never blocks: the pool asks with its lock held.
+func (h *Hot) Err() error {
+	select {
+	case <-h.done:
+	default:
+		return nil
+	}
+	// A crash often shows as stdout closing a moment before its exit
+	// status arrives; once the status is in, it is the better reason.
+	if errors.Is(h.failErr, errStdoutClosed) {
+		if code, ok := h.c.exitCode(0); ok {
+			return fmt.Errorf("%w: function exited with code %d", errdefs.ErrFunction, code)
+		}
+	}
+	return h.failErr
+}
+
+// errStdoutClosed marks an instance broken by its stdout ending, which
+// is most often its process exiting.
+var errStdoutClosed = errors.New("stdout closed")
+
 // Close stops and removes the container. Idempotent.
 func (h *Hot) Close(ctx context.Context) error {
 	h.closeOnce.Do(func() {
-		grace := h.box.r.cfg.StopGrace
+		grace := h.grace
 		select {
 		case <-h.done:
 			// A broken instance gets no grace: it is out of step already.
@@ -92,7 +161,7 @@ func (h *Hot) Close(ctx context.Context) error {
 		default:
 		}
 		h.fail(fmt.Errorf("container closed: %w", errdefs.ErrUnavailable))
-		h.box.destroy(grace)
+		h.c.destroy(grace)
 		h.wg.Wait()
 	})
 	return nil
@@ -100,13 +169,14 @@ func (h *Hot) Close(ctx context.Context) error {
 
 func (h *Hot) sink() *callSink { return h.current.Load() }
 
-// fail marks the instance broken (first reason wins) and closes its stdio
-// so every blocked read or write returns.
+// fail marks the instance broken (first reason wins) and closes stdin, so
+// a write in progress returns; a read in progress ends when the container
+// is destroyed, and no call waits for it meanwhile.
 func (h *Hot) fail(err error) {
 	h.failOnce.Do(func() {
 		h.failErr = err
 		close(h.done)
-		h.box.closeStdio()
+		h.c.closeStdin()
 	})
 }
 
@@ -118,16 +188,20 @@ func (h *Hot) watchStdout() {
 			if err == nil {
 				h.fail(fmt.Errorf("%w: %w: output while no call was in flight", errdefs.ErrFunction, protocol.ErrProtocol))
 			} else {
-				h.fail(fmt.Errorf("%w: stdout closed: %v", errdefs.ErrFunction, err))
+				h.fail(fmt.Errorf("%w: %w: %v", errdefs.ErrFunction, errStdoutClosed, err))
 			}
 			return
 		}
 		if err != nil {
 			h.results <- frameResult{err: fmt.Errorf("stdout closed before a response: %w", err), eof: true}
+			// The process is gone or going: a write of the request may
+			// still be blocked, and must not wait for the exit event.
+			h.fail(fmt.Errorf("%w: %w before a response: %v", errdefs.ErrFunction, errStdoutClosed, err))
 			return
 		}
 		// The watcher reads the frame itself: handing the reader to the
 		// calling goroutine and back would cost two more wake-ups per call.
+		h.midFrame.Store(true)
 		resp, err := h.codec.ReadResponse(h.stdout)
 		if err == nil {
 			if n := h.stdout.Buffered(); n > 0 {
@@ -137,6 +211,9 @@ func (h *Hot) watchStdout() {
 		// Cleared before the answer goes out: from here on, any byte on
 		// stdout is output while no call is in flight.
 		h.inCall.Store(false)
+		if err == nil {
+			h.midFrame.Store(false)
+		}
 		h.results <- frameResult{resp: resp, err: err}
 		if err != nil {
 			return
@@ -157,11 +234,12 @@ type frameResult struct {
 func (h *Hot) Call(ctx context.Context, req *protocol.Request, logs io.Writer) (*protocol.Response, error) {
 	select {
 	case <-h.done:
-		return nil, h.failErr
+		// Most often it died since it was handed out: name the exit.
+		return nil, h.callError(ctx)
 	default:
 	}
 	if !h.inCall.CompareAndSwap(false, true) {
-		return nil, fmt.Errorf("container %q is already serving a call", h.box.id)
+		return nil, fmt.Errorf("instance is already serving a call")
 	}
 	// The sink stays set after the call: stderr a function wrote just
 	// before its response may be read a moment after it, and still
@@ -170,7 +248,17 @@ func (h *Hot) Call(ctx context.Context, req *protocol.Request, logs io.Writer) (
 	stop := context.AfterFunc(ctx, func() { h.fail(callAborted(ctx)) })
 	defer stop()
 
-	if err := h.codec.WriteRequest(h.box.dio.Stdin, req); err != nil {
+	stdin := h.c.stdinPipe()
+	deadline, _ := ctx.Deadline() // zero: no deadline
+	_ = stdin.SetWriteDeadline(deadline)
+	if err := h.codec.WriteRequest(stdin, req); err != nil {
+		// The write's deadline is the call's, and either its timer or the
+		// context's (which closes stdin) may fire first.
+		if errors.Is(err, os.ErrDeadlineExceeded) || errors.Is(ctx.Err(), context.DeadlineExceeded) {
+			err := errdefs.Errorf(errdefs.ErrTimeout, "the function did not read its request before the deadline")
+			h.fail(err)
+			return nil, err
+		}
 		h.fail(fmt.Errorf("%w: write request: %v", errdefs.ErrFunction, err))
 		return nil, h.callError(ctx)
 	}
@@ -196,11 +284,7 @@ func (h *Hot) Call(ctx context.Context, req *protocol.Request, logs io.Writer) (
 			// A bad frame from a live process: say what was wrong with it.
 			return nil, h.failErr
 		}
-		err = h.callError(ctx)
-		if errors.Is(err, errdefs.ErrFunction) && !errors.Is(err, protocol.ErrProtocol) {
-			err = fmt.Errorf("%w, in the middle of its response", err)
-		}
-		return nil, err
+		return nil, h.callError(ctx)
 	}
 	// A whole, clean frame is this call's answer even if the instance
 	// broke a moment later (say, the deadline hit just now).
@@ -213,26 +297,30 @@ func (h *Hot) callError(ctx context.Context) error {
 	if err := ctx.Err(); err != nil {
 		return callAborted(ctx)
 	}
+	err := h.failErr
 	// A crash shows up as EOF on stdout a moment before the exit status;
 	// give the status a moment so the error can name the exit code.
-	if code, ok := h.box.exitCode(500 * time.Millisecond); ok {
-		return h.box.r.exitError(h.box, code)
+	if code, ok := h.c.exitCode(500 * time.Millisecond); ok {
+		err = h.c.exitError(code)
 	}
-	return h.failErr
+	if h.midFrame.Load() && !errors.Is(err, protocol.ErrProtocol) {
+		err = fmt.Errorf("%w, in the middle of its response", err)
+	}
+	return err
 }
 
 func callAborted(ctx context.Context) error {
 	if errors.Is(ctx.Err(), context.DeadlineExceeded) {
-		return fmt.Errorf("%w: no response before the deadline", errdefs.ErrTimeout)
+		return errdefs.Errorf(errdefs.ErrTimeout, "no response before the deadline")
 	}
 	return fmt.Errorf("call cancelled: %w", ctx.Err())
 }
 
 // exitError words a function's exit, naming memory when the kernel
 // killed it for exceeding its limit.
-func (r *Runtime) exitError(b *box, code uint32) error {
+func (b *box) exitError(code uint32) error {
 	// Only a SIGKILL (137) can be an OOM kill; other codes need no wait.
-	if code == 137 && r.oomKilled(b.id) {
+	if code == 137 && b.r.oomKilled(b.id) {
 		return fmt.Errorf("%w: killed for exceeding its memory limit (exit code %d)", errdefs.ErrFunction, code)
 	}
 	return fmt.Errorf("%w: function exited with code %d", errdefs.ErrFunction, code)

@@ -8,14 +8,53 @@
 // up for a Group, the older keys drain.
 //
 // Acquire prefers an idle instance of the key (most recently used first, so
-// the least used ones age out), then launches a new one if memory admits,
-// then evicts idle instances of other keys (least recently used first), and
-// only then queues the caller until its deadline. Queued callers are served
-// first come, first served: memory that frees up goes to the oldest waiter,
-// and a released instance goes straight to the oldest waiter of its key.
+// the least used ones age out), then launches a new one if memory and a
+// launch slot admit, then evicts idle instances of other keys (least
+// recently used first), and only then queues the caller until its deadline.
+// A released instance goes straight to the oldest waiter of its key, and no
+// more launches start for a key than it has waiters.
+//
+// # Fairness between groups
+//
+// Launch slots, memory and the queue are shared between groups, so that a
+// crash-looping or hanging fn cannot take them from the others. A key
+// without a Group is a group of its own. A group's memory is what its
+// starting, idle, busy and closing instances hold: an instance being closed
+// stays charged to its group until its Close returns, but for what an
+// eviction already handed to a launch, which is charged to the launch's
+// group.
+//
+// A queued caller (one with no launch under way for it) needs memory and a
+// launch slot (Config.MaxLaunches) before its launch starts:
+//
+//   - Memory order decides who may launch: the oldest waiter of the group
+//     holding the least memory, then, with that waiter's memory charged to
+//     its group, the next one picked the same way, and so on up to the first
+//     waiter that does not fit even after evicting every idle instance of
+//     other keys. Nobody behind that waiter launches before it, so a big fn
+//     is not starved by a stream of small ones.
+//   - Slot order decides which of those does: the group with the fewest
+//     launches in flight, ties going to the group with the oldest waiter,
+//     launches its oldest waiter. So one group's burst or crash loop never
+//     holds every slot while another group waits for one.
+//
+// As slot order only chooses among the callers memory order admits, with
+// no limit on launches it makes no difference; when memory admits every
+// queued caller, slot order alone decides.
+//
+// The queue is shared the same way. With G groups having queued callers
+// (counting the newcomer's), a group may have max(1, MaxQueue/G) of them. A
+// caller over its group's share is refused with ErrNoCapacity at once, even
+// if other groups leave theirs unused; one within it is queued even if the
+// queue already holds MaxQueue calls. Callers already queued are never
+// pushed out: after more groups arrive, a group may stay over its new,
+// smaller share until its callers are served or give up, and gets no more
+// until then. While every group is within its share, the queue holds at
+// most max(MaxQueue, G) callers; it holds more only while some group is
+// still over a share that shrank.
 //
 // The pool knows nothing of containers, protocols or HTTP: an Instance only
-// has to say when it is no longer usable (Done) and how to get rid of it
-// (Close). Everything it starts in the background (launches, closes, Done
-// watchers) belongs to the Pool, and Close waits for all of it.
+// has to say when it is no longer usable (Done), why (Err), and how to get
+// rid of it (Close). Everything it starts in the background (launches,
+// closes, Done watchers) belongs to the Pool, and Close waits for all of it.
 package pool

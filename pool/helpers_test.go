@@ -19,6 +19,7 @@ type fakeInst struct {
 	key    string
 	mb     int64
 	done   chan struct{}
+	err    error         // set before done is closed
 	closed chan struct{} // closed by the first Close
 	closes atomic.Int32
 	inUse  atomic.Bool
@@ -30,6 +31,15 @@ type fakeInst struct {
 }
 
 func (f *fakeInst) Done() <-chan struct{} { return f.done }
+
+func (f *fakeInst) Err() error {
+	select {
+	case <-f.done:
+		return f.err
+	default:
+		return nil
+	}
+}
 
 func (f *fakeInst) Close(ctx context.Context) error {
 	var err error
@@ -46,7 +56,13 @@ func (f *fakeInst) Close(ctx context.Context) error {
 }
 
 // exit makes the instance Done, as if its container died.
-func (f *fakeInst) exit() { close(f.done) }
+func (f *fakeInst) exit() { f.exitWith(nil) }
+
+// exitWith makes the instance Done with err as its Err.
+func (f *fakeInst) exitWith(err error) {
+	f.err = err
+	close(f.done)
+}
 
 func (f *fakeInst) String() string { return fmt.Sprintf("%s#%d", f.key, f.id) }
 
@@ -64,11 +80,29 @@ type launcher struct {
 	gate chan struct{}
 	// fail, if set, decides whether launch number n (from 1) fails.
 	fail func(n int) error
-	// exitEarly, if set, makes launch n return an instance already Done.
+	// exitEarly, if set, makes launch n return an instance already Done,
+	// with exitErr as its Err.
 	exitEarly func(n int) bool
+	exitErr   error
+	// running and maxRunning count launches inside the launch func.
+	running, maxRunning atomic.Int32
 
 	mu    sync.Mutex
 	insts []*fakeInst
+	gates map[string]chan struct{} // per key, instead of gate
+}
+
+// keyGate makes the launches of key wait on the returned channel instead
+// of gate, so a test can let one key's launches end and not another's.
+func (l *launcher) keyGate(key string) chan struct{} {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.gates == nil {
+		l.gates = make(map[string]chan struct{})
+	}
+	g := make(chan struct{})
+	l.gates[key] = g
+	return g
 }
 
 func newLauncher() *launcher { return &launcher{started: make(chan string, 10000)} }
@@ -76,10 +110,18 @@ func newLauncher() *launcher { return &launcher{started: make(chan string, 10000
 func (l *launcher) fn(key string, mb int64) func(context.Context) (*fakeInst, error) {
 	return func(ctx context.Context) (*fakeInst, error) {
 		n := int(l.launches.Add(1))
+		raise(&l.maxRunning, l.running.Add(1))
+		defer l.running.Add(-1)
 		l.started <- key
-		if l.gate != nil {
+		gate := l.gate
+		l.mu.Lock()
+		if g, ok := l.gates[key]; ok {
+			gate = g
+		}
+		l.mu.Unlock()
+		if gate != nil {
 			select {
-			case <-l.gate:
+			case <-gate:
 			case <-ctx.Done():
 				return nil, ctx.Err()
 			}
@@ -91,7 +133,7 @@ func (l *launcher) fn(key string, mb int64) func(context.Context) (*fakeInst, er
 		}
 		f := &fakeInst{id: n, key: key, mb: mb, done: make(chan struct{}), closed: make(chan struct{})}
 		if l.exitEarly != nil && l.exitEarly(n) {
-			close(f.done)
+			f.exitWith(l.exitErr)
 		}
 		raise(&l.maxLive, l.live.Add(1))
 		raise(&l.maxMB, l.liveMB.Add(mb))
@@ -250,6 +292,7 @@ type harness struct {
 	closeErr []error
 	waits    int
 	memory   []int64
+	pending  []*pending
 }
 
 func newHarness(t *testing.T, cfg Config) *harness {
@@ -291,6 +334,7 @@ func newHarness(t *testing.T, cfg Config) *harness {
 	h.p = New[*fakeInst](cfg)
 	h.p.afterUnlock = func() { h.record(func() {}) }
 	t.Cleanup(h.shutdown)
+	t.Cleanup(h.settle) // runs first
 	return h
 }
 
@@ -325,7 +369,7 @@ func (h *harness) shutdown() {
 			h.t.Errorf("instance %v closed %d times, want 1", f, n)
 		}
 	}
-	if s := h.p.Stats(); s.UsedMB != 0 || len(s.Keys) != 0 || s.Closing != 0 {
+	if s := h.p.Stats(); s.UsedMB != 0 || len(s.Keys) != 0 || len(s.Groups) != 0 || s.Closing != 0 {
 		h.t.Errorf("after Close: %+v", s)
 	}
 }
@@ -349,6 +393,9 @@ func (h *harness) acquire(spec Spec[*fakeInst]) *Lease[*fakeInst] {
 	if l.Instance().closes.Load() != 0 {
 		h.t.Fatalf("Acquire(%s) gave closed instance %v", spec.Key, l.Instance())
 	}
+	// Before the pool closes, even if the test fails first; a second
+	// Release is a no-op.
+	h.t.Cleanup(l.Release)
 	return l
 }
 
@@ -366,6 +413,67 @@ func (h *harness) acquireAsync(ctx context.Context, spec Spec[*fakeInst]) <-chan
 		ch <- acquired{l, err}
 	}()
 	return ch
+}
+
+// pending is an Acquire under way whose ctx the test ends. When the test
+// ends, however it ends, every pending Acquire is cancelled and its lease
+// released, so the pool can close.
+type pending struct {
+	h   *harness
+	ctx *expiringCtx
+	ch  <-chan acquired
+	got *acquired
+}
+
+func (h *harness) acquirePending(spec Spec[*fakeInst]) *pending {
+	ctx := newExpiringCtx()
+	p := &pending{h: h, ctx: ctx, ch: h.acquireAsync(ctx, spec)}
+	h.mu.Lock()
+	h.pending = append(h.pending, p)
+	h.mu.Unlock()
+	return p
+}
+
+// result waits for the Acquire to return.
+func (p *pending) result() acquired {
+	p.h.t.Helper()
+	if p.got == nil {
+		r := p.h.result(p.ch)
+		p.got = &r
+	}
+	return *p.got
+}
+
+// settle cancels the Acquires still waiting and releases every lease they
+// got.
+func (h *harness) settle() {
+	h.t.Helper()
+	h.mu.Lock()
+	ps := h.pending
+	h.pending = nil
+	h.mu.Unlock()
+	for _, p := range ps {
+		select {
+		case <-p.ctx.done:
+		default:
+			p.ctx.end(context.Canceled)
+		}
+	}
+	for _, p := range ps {
+		if r := p.result(); r.l != nil {
+			r.l.Release()
+		}
+	}
+}
+
+// blockClose holds f's Close until the returned func is called, or the
+// test ends.
+func (h *harness) blockClose(f *fakeInst) (unblock func()) {
+	c := make(chan struct{})
+	f.closeFn = func(context.Context) error { <-c; return nil }
+	unblock = sync.OnceFunc(func() { close(c) })
+	h.t.Cleanup(unblock)
+	return unblock
 }
 
 func (h *harness) result(ch <-chan acquired) acquired {
@@ -417,6 +525,17 @@ func (h *harness) nextStarted() string {
 		h.t.Fatal("no launch started")
 		return ""
 	}
+}
+
+// groupStats finds a group: group is Spec.Group, or "" with key for a key
+// without a group.
+func groupStats(s Stats, group, key string) GroupStats {
+	for _, g := range s.Groups {
+		if g.Group == group && g.Key == key {
+			return g
+		}
+	}
+	return GroupStats{Group: group, Key: key}
 }
 
 func keyStats(s Stats, key string) KeyStats {
@@ -501,8 +620,8 @@ func checkInvariants[I Instance](p *Pool[I]) (errs []error) {
 	if idle != p.idle.n || idleMB != p.idleMB {
 		bad("pool idle %d (%d MB), keys say %d (%d MB)", p.idle.n, p.idleMB, idle, idleMB)
 	}
-	if queued != p.queue.n {
-		bad("pool queue %d, keys say %d", p.queue.n, queued)
+	if queued != p.queued {
+		bad("pool queue %d, keys say %d", p.queued, queued)
 	}
 	if waiting != p.waiting {
 		bad("pool waiting %d, keys say %d", p.waiting, waiting)
@@ -522,13 +641,108 @@ func checkInvariants[I Instance](p *Pool[I]) (errs []error) {
 	if p.capacityMB > 0 && p.usedMB > p.capacityMB {
 		bad("usedMB %d over capacity %d", p.usedMB, p.capacityMB)
 	}
-	if !p.closed && p.queue.head != nil && p.capacityMB > 0 {
-		if over := p.usedMB + p.queue.head.ks.mb - p.capacityMB; over <= 0 || p.idleMB >= over {
-			bad("a queued waiter could have been admitted")
+	if len(p.launches) > p.maxLaunches {
+		bad("%d launches in flight, at most %d allowed", len(p.launches), p.maxLaunches)
+	}
+	if !p.closed && p.queued > 0 && len(p.launches) < p.maxLaunches {
+		if m := p.byMemory.top().queued.head; p.fits(m.ks.mb) {
+			bad("a launch slot is free and queued waiter %d of key %s fits", m.seq, m.ks.key)
 		}
 	}
+	errs = append(errs, checkGroups(p)...)
 	if !p.closed && inflightKeys != p.inflight {
 		bad("%d busy in keys, %d leases out", inflightKeys, p.inflight)
+	}
+	return errs
+}
+
+// checkGroups verifies the fairness bookkeeping; p.mu is held.
+func checkGroups[I Instance](p *Pool[I]) (errs []error) {
+	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
+	type sums struct {
+		keys, launching, queued int
+		liveMB                  int64 // starting and live instances; closing ones are not listed
+	}
+	want := map[*group[I]]*sums{}
+	sumsOf := func(g *group[I]) *sums {
+		if want[g] == nil {
+			want[g] = &sums{}
+		}
+		return want[g]
+	}
+	for _, ks := range p.allKeys() {
+		g := ks.grp
+		if p.groups[g.id] != g {
+			bad("key %s: its group %v is not the pool's", ks.key, g.id)
+		}
+		c := sumsOf(g)
+		c.keys++
+		c.launching += ks.starting
+		c.queued += ks.queued.n
+		c.liveMB += int64(ks.starting) * ks.mb
+	}
+	for e := range p.live {
+		sumsOf(e.ks.grp).liveMB += e.mb
+	}
+	var totalMB int64
+	var closing, queued int
+	for id, g := range p.groups {
+		c := sumsOf(g)
+		if g.id != id {
+			bad("group %v filed under %v", g.id, id)
+		}
+		if g.keys != c.keys || g.launching != c.launching || g.queued.n != c.queued {
+			bad("group %v: %d keys, %d launching, %d queued; keys say %d, %d, %d",
+				id, g.keys, g.launching, g.queued.n, c.keys, c.launching, c.queued)
+		}
+		if g.mb < c.liveMB || (g.closing == 0 && g.mb != c.liveMB) {
+			bad("group %v holds %d MB with %d closing; its starting and live instances %d MB",
+				id, g.mb, g.closing, c.liveMB)
+		}
+		if g.keys == 0 && g.closing == 0 {
+			bad("group %v kept with nothing in it", id)
+		}
+		var last *waiter[I]
+		for w := g.queued.head; w != nil; w = w.inQueue.next {
+			if w.ks.grp != g || w.where != whereQueue {
+				bad("group %v: queue holds a waiter that is not its or not queued", id)
+			}
+			if last != nil && last.seq >= w.seq {
+				bad("group %v: queue out of order", id)
+			}
+			last = w
+		}
+		in := g.queued.n > 0
+		if (g.memoryAt >= 0) != in || (g.slotsAt >= 0) != in {
+			bad("group %v with %d queued at heap positions %d, %d", id, g.queued.n, g.memoryAt, g.slotsAt)
+		}
+		totalMB += g.mb
+		closing += g.closing
+		queued += g.queued.n
+	}
+	for g := range want {
+		if p.groups[g.id] != g {
+			bad("group %v in use but not the pool's", g.id)
+		}
+	}
+	if totalMB != p.usedMB {
+		bad("groups hold %d MB, the pool %d", totalMB, p.usedMB)
+	}
+	if closing != p.closing || queued != p.queued {
+		bad("groups have %d closing and %d queued, the pool %d and %d", closing, queued, p.closing, p.queued)
+	}
+	for _, h := range []*groupHeap[I]{&p.byMemory, &p.bySlots} {
+		if len(h.gs) != len(p.byMemory.gs) {
+			bad("heaps of %d and %d groups", len(h.gs), len(p.byMemory.gs))
+		}
+		for i, g := range h.gs {
+			if *h.at(g) != i {
+				bad("group %v at %d in a heap thinks it is at %d", g.id, i, *h.at(g))
+			}
+			if i > 0 && h.less(g, h.gs[(i-1)/2]) {
+				bad("heap out of order at %d", i)
+			}
+		}
 	}
 	return errs
 }

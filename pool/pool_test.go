@@ -7,6 +7,7 @@ import (
 	"runtime"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -92,7 +93,8 @@ func TestColdBurstLaunchesOnlyWhatIsNeeded(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			h := newHarness(t, Config{CapacityMB: tt.capacityMB})
+			// Launch slots are not what this is about.
+			h := newHarness(t, Config{CapacityMB: tt.capacityMB, MaxLaunches: -1})
 			h.l.gate = make(chan struct{})
 			spec := h.spec("k", 128)
 			ctx, cancel := context.WithTimeout(context.Background(), wait)
@@ -532,16 +534,7 @@ func TestDoneInstances(t *testing.T) {
 		h.awaitClosed(l.Instance())
 		h.check()
 	})
-	t.Run("dead on arrival fails its caller", func(t *testing.T) {
-		h := newHarness(t, Config{})
-		h.l.exitEarly = func(n int) bool { return n == 1 }
-		_, err := h.p.Acquire(context.Background(), h.spec("k", 128))
-		if !errors.Is(err, errExited) {
-			t.Fatalf("got %v, want errExited", err)
-		}
-		h.acquire(h.spec("k", 128)).Release()
-		h.check()
-	})
+	// Dead on arrival: see TestDeadOnArrival.
 }
 
 func TestDiscardFreesMemoryAndWakesWaiter(t *testing.T) {
@@ -954,7 +947,33 @@ func TestStress(t *testing.T) {
 	if testing.Short() {
 		t.Skip("stress")
 	}
-	h := newHarness(t, Config{CapacityMB: 1000, MaxQueue: 40, Clock: RealClock{}})
+	tests := []struct {
+		name string
+		cfg  Config
+	}{
+		{"memory short", Config{CapacityMB: 1000, MaxQueue: 40, MaxLaunches: -1}},
+		// Both short at once, and a queue so small groups hit their shares.
+		{"memory and launch slots short", Config{CapacityMB: 1000, MaxQueue: 6, MaxLaunches: 2}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			tt.cfg.Clock = RealClock{}
+			stress(t, tt.cfg)
+		})
+	}
+}
+
+func stress(t *testing.T, cfg Config) {
+	h := newHarness(t, cfg)
+	// The bookkeeping must hold after every critical section, not just
+	// at the end.
+	var reported atomic.Bool
+	h.p.afterUnlock = func() {
+		if errs := checkInvariants(h.p); len(errs) > 0 && reported.CompareAndSwap(false, true) {
+			t.Errorf("after a change: %v", errs)
+		}
+		h.record(func() {})
+	}
 	h.l.fail = func(n int) error {
 		if n%17 == 0 {
 			return errBoom
@@ -976,7 +995,7 @@ func TestStress(t *testing.T) {
 				l, err := h.p.Acquire(ctx, spec)
 				cancel()
 				if err != nil {
-					if !errors.Is(err, ErrNoCapacity) && !errors.Is(err, errBoom) && !errors.Is(err, errExited) {
+					if !errors.Is(err, ErrNoCapacity) && !errors.Is(err, errBoom) && !errors.Is(err, ErrExited) {
 						t.Errorf("Acquire: %v", err)
 					}
 					continue
@@ -1008,5 +1027,8 @@ func TestStress(t *testing.T) {
 	h.check()
 	if n := h.l.maxMB.Load(); n > 1000 {
 		t.Errorf("%d MB alive at once, capacity 1000", n)
+	}
+	if n := int(h.l.maxRunning.Load()); cfg.MaxLaunches > 0 && n > cfg.MaxLaunches {
+		t.Errorf("%d launches ran at once, MaxLaunches %d", n, cfg.MaxLaunches)
 	}
 }

@@ -5,13 +5,15 @@ import (
 	"context"
 	"fmt"
 
+	"github.com/kiln-run/kiln/errdefs"
+
 	bolt "go.etcd.io/bbolt"
 )
 
-func appNotFound(id string) error { return fmt.Errorf("app %q %w", id, ErrNotFound) }
+func appNotFound(id string) error { return fmt.Errorf("app %q %w", id, errdefs.ErrNotFound) }
 
 // CreateApp stores a new app with a fresh id and timestamps; the argument
-// is not modified. A taken name is ErrConflict.
+// is not modified. A taken name is errdefs.ErrConflict.
 func (s *Store) CreateApp(ctx context.Context, in *App) (*App, error) {
 	if err := checkName("app", in.Name); err != nil {
 		return nil, err
@@ -26,7 +28,7 @@ func (s *Store) CreateApp(ctx context.Context, in *App) (*App, error) {
 	err = s.updateResources(ctx, func(tx *bolt.Tx) error {
 		names := tx.Bucket(bktAppNames)
 		if names.Get([]byte(app.Name)) != nil {
-			return fmt.Errorf("app named %q %w", app.Name, ErrConflict)
+			return fmt.Errorf("%w: app named %q already exists", errdefs.ErrConflict, app.Name)
 		}
 		if err := names.Put([]byte(app.Name), []byte(app.ID)); err != nil {
 			return err
@@ -47,7 +49,7 @@ func getApp(tx *bolt.Tx, id string) (*App, error) {
 	return app, err
 }
 
-// GetApp returns the app with id, or ErrNotFound.
+// GetApp returns the app with id, or errdefs.ErrNotFound.
 func (s *Store) GetApp(ctx context.Context, id string) (*App, error) {
 	var app *App
 	err := s.view(ctx, func(tx *bolt.Tx) (err error) {
@@ -64,7 +66,7 @@ func (s *Store) GetAppByName(ctx context.Context, name string) (*App, error) {
 	err := s.view(ctx, func(tx *bolt.Tx) (err error) {
 		id := tx.Bucket(bktAppNames).Get([]byte(name))
 		if id == nil {
-			return fmt.Errorf("app named %q %w", name, ErrNotFound)
+			return fmt.Errorf("app named %q %w", name, errdefs.ErrNotFound)
 		}
 		app, err = getApp(tx, string(id))
 		return err
@@ -102,7 +104,7 @@ func (s *Store) ListApps(ctx context.Context, opts ListOptions) ([]*App, string,
 // UpdateApp applies fn to the stored app and saves the result, all in one
 // transaction so concurrent updates cannot lose each other's changes. An
 // error from fn aborts the update and is returned as is. The id and
-// creation time cannot be changed; a rename to a taken name is ErrConflict.
+// creation time cannot be changed; a rename to a taken name is errdefs.ErrConflict.
 func (s *Store) UpdateApp(ctx context.Context, id string, fn func(*App) error) (*App, error) {
 	var out *App
 	err := s.updateResources(ctx, func(tx *bolt.Tx) error {
@@ -125,7 +127,7 @@ func (s *Store) UpdateApp(ctx context.Context, id string, fn func(*App) error) (
 		if app.Name != old.Name {
 			names := tx.Bucket(bktAppNames)
 			if names.Get([]byte(app.Name)) != nil {
-				return fmt.Errorf("app named %q %w", app.Name, ErrConflict)
+				return fmt.Errorf("%w: app named %q already exists", errdefs.ErrConflict, app.Name)
 			}
 			if err := names.Delete([]byte(old.Name)); err != nil {
 				return err

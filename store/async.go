@@ -3,17 +3,16 @@ package store
 import (
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
+
+	"github.com/kiln-run/kiln/errdefs"
 
 	bolt "go.etcd.io/bbolt"
 )
 
-// ErrQueueFull marks a detached call refused because too many wait
-// already; errors.As gives the *QueueFullError with the figures.
-var ErrQueueFull = errors.New("queue is full")
-
-// QueueFullError says which bound a refused call hit.
+// QueueFullError refuses a detached call because too many wait already;
+// it is an errdefs.ErrUnavailable (the caller may retry later), and says
+// which bound it hit.
 type QueueFullError struct {
 	FnID string
 	// Waiting is how many calls were queued under the bound that was hit:
@@ -29,7 +28,7 @@ func (e *QueueFullError) Error() string {
 	return fmt.Sprintf("queue is full (%d calls waiting)", e.Waiting)
 }
 
-func (e *QueueFullError) Is(target error) bool { return target == ErrQueueFull }
+func (e *QueueFullError) Is(target error) bool { return target == errdefs.ErrUnavailable }
 
 // QueueLimits are the checks EnqueueCall makes in the transaction that
 // stores the call.
@@ -56,7 +55,7 @@ func (s *Store) EnqueueCall(ctx context.Context, c *Call, lim QueueLimits) error
 		return err
 	}
 	if c.Request == nil {
-		return fmt.Errorf("%w call %q: a queued call needs its request", ErrInvalid, c.ID)
+		return fmt.Errorf("%w call %q: a queued call needs its request", errdefs.ErrInvalid, c.ID)
 	}
 	rec := c.stored()
 	rec.Status = CallQueued
@@ -74,7 +73,7 @@ func (s *Store) EnqueueCall(ctx context.Context, c *Call, lim QueueLimits) error
 				return err
 			}
 			if t.FnID != fn.ID {
-				return fmt.Errorf("trigger %q no longer calls fn %q: %w", t.ID, fn.ID, ErrNotFound)
+				return fmt.Errorf("trigger %q no longer calls fn %q: %w", t.ID, fn.ID, errdefs.ErrNotFound)
 			}
 		}
 		if lim.PerFn > 0 || lim.Total > 0 {

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"sync"
 	"testing"
+
+	"github.com/kiln-run/kiln/errdefs"
 )
 
 func queuedCall(st *Store, fnID string) *Call {
@@ -33,7 +35,7 @@ func TestEnqueueCall(t *testing.T) {
 
 	var full *QueueFullError
 	err := st.EnqueueCall(ctx, queuedCall(st, f.ID), lim)
-	if !errors.As(err, &full) || !errors.Is(err, ErrQueueFull) || !full.PerFn || full.Waiting != 2 || full.FnID != f.ID {
+	if !errors.As(err, &full) || !errors.Is(err, errdefs.ErrUnavailable) || !full.PerFn || full.Waiting != 2 || full.FnID != f.ID {
 		t.Fatalf("third call of f: %v", err)
 	}
 	if err := st.EnqueueCall(ctx, queuedCall(st, g.ID), lim); err != nil {
@@ -64,12 +66,12 @@ func TestEnqueueCall(t *testing.T) {
 		t.Fatalf("after deleting g, %d queued", total)
 	}
 
-	wantErr(t, st.EnqueueCall(ctx, queuedCall(st, g.ID), lim), ErrNotFound, g.ID)
-	wantErr(t, st.EnqueueCall(ctx, &Call{ID: st.NewID(), FnID: f.ID}, lim), ErrInvalid, "request")
-	wantErr(t, st.EnqueueCall(ctx, &Call{ID: "", FnID: f.ID, Request: &CallRequest{}}, lim), ErrInvalid, "call id")
+	wantErr(t, st.EnqueueCall(ctx, queuedCall(st, g.ID), lim), errdefs.ErrNotFound, g.ID)
+	wantErr(t, st.EnqueueCall(ctx, &Call{ID: st.NewID(), FnID: f.ID}, lim), errdefs.ErrInvalid, "request")
+	wantErr(t, st.EnqueueCall(ctx, &Call{ID: "", FnID: f.ID, Request: &CallRequest{}}, lim), errdefs.ErrInvalid, "call id")
 	dup := queuedCall(st, f.ID)
 	dup.ID = first.ID
-	wantErr(t, st.EnqueueCall(ctx, dup, QueueLimits{}), ErrConflict, first.ID)
+	wantErr(t, st.EnqueueCall(ctx, dup, QueueLimits{}), errdefs.ErrConflict, first.ID)
 }
 
 func TestEnqueueCallTrigger(t *testing.T) {
@@ -82,13 +84,13 @@ func TestEnqueueCallTrigger(t *testing.T) {
 	if err := st.EnqueueCall(ctx, queuedCall(st, f.ID), QueueLimits{TriggerID: trig.ID}); err != nil {
 		t.Fatal(err)
 	}
-	wantErr(t, st.EnqueueCall(ctx, queuedCall(st, g.ID), QueueLimits{TriggerID: trig.ID}), ErrNotFound, "no longer calls")
+	wantErr(t, st.EnqueueCall(ctx, queuedCall(st, g.ID), QueueLimits{TriggerID: trig.ID}), errdefs.ErrNotFound, "no longer calls")
 	if err := st.DeleteTrigger(ctx, trig.ID); err != nil {
 		t.Fatal(err)
 	}
 	c := queuedCall(st, f.ID)
-	wantErr(t, st.EnqueueCall(ctx, c, QueueLimits{TriggerID: trig.ID}), ErrNotFound, trig.ID)
-	if _, err := st.GetCall(ctx, f.ID, c.ID); !errors.Is(err, ErrNotFound) {
+	wantErr(t, st.EnqueueCall(ctx, c, QueueLimits{TriggerID: trig.ID}), errdefs.ErrNotFound, trig.ID)
+	if _, err := st.GetCall(ctx, f.ID, c.ID); !errors.Is(err, errdefs.ErrNotFound) {
 		t.Fatalf("a fire of a deleted trigger was stored: %v", err)
 	}
 }
@@ -113,7 +115,7 @@ func TestEnqueueCallConcurrent(t *testing.T) {
 			switch {
 			case err == nil:
 				ok++
-			case errors.Is(err, ErrQueueFull):
+			case errors.Is(err, errdefs.ErrUnavailable):
 				full++
 			default:
 				t.Error(err)

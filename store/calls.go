@@ -8,6 +8,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/kiln-run/kiln/errdefs"
+
 	bolt "go.etcd.io/bbolt"
 )
 
@@ -84,7 +86,7 @@ func cloneCall(c *Call) (*Call, error) {
 }
 
 func callNotFound(fnID, callID string) error {
-	return fmt.Errorf("call %q of fn %q %w", callID, fnID, ErrNotFound)
+	return fmt.Errorf("call %q of fn %q %w", callID, fnID, errdefs.ErrNotFound)
 }
 
 func statusKey(status, callID, fnID string) []byte { return key(status, callID, fnID) }
@@ -102,7 +104,7 @@ func (s *Store) CreateCall(ctx context.Context, c *Call) error {
 		rec.Status = CallQueued
 	}
 	if !validStatus(rec.Status) {
-		return fmt.Errorf("%w call status %q", ErrInvalid, rec.Status)
+		return fmt.Errorf("%w call status %q", errdefs.ErrInvalid, rec.Status)
 	}
 	if rec.CreatedAt.IsZero() {
 		rec.CreatedAt = s.timestamp()
@@ -117,7 +119,7 @@ func (s *Store) CreateCall(ctx context.Context, c *Call) error {
 }
 
 // insertCall writes a new call record of fn and its status index entry;
-// an id already taken is ErrConflict. An empty AppID becomes the fn's.
+// an id already taken is errdefs.ErrConflict. An empty AppID becomes the fn's.
 func insertCall(tx *bolt.Tx, fn *Fn, rec storedCall) error {
 	if rec.AppID == "" {
 		rec.AppID = fn.AppID
@@ -127,7 +129,7 @@ func insertCall(tx *bolt.Tx, fn *Fn, rec storedCall) error {
 		return err
 	}
 	if calls.Get([]byte(rec.ID)) != nil {
-		return fmt.Errorf("call %q of fn %q %w", rec.ID, fn.ID, ErrConflict)
+		return fmt.Errorf("%w: call %q of fn %q already exists", errdefs.ErrConflict, rec.ID, fn.ID)
 	}
 	if err := putJSON(calls, []byte(rec.ID), rec); err != nil {
 		return err
@@ -153,7 +155,7 @@ func moveStatus(tx *bolt.Tx, fnID, callID, from, to string) error {
 // checkCallID refuses ids the key layout cannot hold.
 func checkCallID(id string) error {
 	if id == "" || strings.Contains(id, sep) {
-		return fmt.Errorf("%w call id %q", ErrInvalid, id)
+		return fmt.Errorf("%w call id %q", errdefs.ErrInvalid, id)
 	}
 	return nil
 }
@@ -169,7 +171,7 @@ func getCall(tx *bolt.Tx, fnID, callID string) (*Call, error) {
 	return nil, callNotFound(fnID, callID)
 }
 
-// GetCall returns a call record, or ErrNotFound.
+// GetCall returns a call record, or errdefs.ErrNotFound.
 func (s *Store) GetCall(ctx context.Context, fnID, callID string) (*Call, error) {
 	var c *Call
 	err := s.view(ctx, func(tx *bolt.Tx) (err error) {
@@ -198,7 +200,7 @@ func (s *Store) UpdateCall(ctx context.Context, fnID, callID string, fn func(*Ca
 		}
 		c.ID, c.FnID, c.AppID, c.CreatedAt = old.ID, old.FnID, old.AppID, old.CreatedAt
 		if !validStatus(c.Status) {
-			return fmt.Errorf("%w call status %q", ErrInvalid, c.Status)
+			return fmt.Errorf("%w call status %q", errdefs.ErrInvalid, c.Status)
 		}
 		if err := moveStatus(tx, fnID, callID, old.Status, c.Status); err != nil {
 			return err
@@ -213,7 +215,7 @@ func (s *Store) UpdateCall(ctx context.Context, fnID, callID string, fn func(*Ca
 }
 
 // ListCalls returns one page of a fn's calls, newest first, and the next
-// page's cursor. An unknown fn is ErrNotFound.
+// page's cursor. An unknown fn is errdefs.ErrNotFound.
 func (s *Store) ListCalls(ctx context.Context, fnID string, opts ListOptions) ([]*Call, string, error) {
 	var (
 		calls []*Call
@@ -312,7 +314,7 @@ func (s *Store) AppendCallLog(ctx context.Context, fnID, callID string, p []byte
 }
 
 // GetCallLog returns a call's log; a call that logged nothing has an
-// empty one. An unknown call is ErrNotFound.
+// empty one. An unknown call is errdefs.ErrNotFound.
 func (s *Store) GetCallLog(ctx context.Context, fnID, callID string) ([]byte, error) {
 	var out []byte
 	err := s.view(ctx, func(tx *bolt.Tx) error {

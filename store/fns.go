@@ -4,14 +4,16 @@ import (
 	"context"
 	"fmt"
 
+	"github.com/kiln-run/kiln/errdefs"
+
 	bolt "go.etcd.io/bbolt"
 )
 
-func fnNotFound(id string) error { return fmt.Errorf("fn %q %w", id, ErrNotFound) }
+func fnNotFound(id string) error { return fmt.Errorf("fn %q %w", id, errdefs.ErrNotFound) }
 
 // CreateFn stores a new fn with a fresh id and timestamps; the argument is
-// not modified. Its app must exist (ErrNotFound naming the app) and its
-// name must be free within the app (ErrConflict).
+// not modified. Its app must exist (errdefs.ErrNotFound naming the app) and its
+// name must be free within the app (errdefs.ErrConflict).
 func (s *Store) CreateFn(ctx context.Context, in *Fn) (*Fn, error) {
 	if err := checkName("fn", in.Name); err != nil {
 		return nil, err
@@ -30,7 +32,7 @@ func (s *Store) CreateFn(ctx context.Context, in *Fn) (*Fn, error) {
 		names := tx.Bucket(bktFnNames)
 		nk := key(fn.AppID, fn.Name)
 		if names.Get(nk) != nil {
-			return fmt.Errorf("fn named %q in app %q %w", fn.Name, fn.AppID, ErrConflict)
+			return fmt.Errorf("%w: fn named %q in app %q already exists", errdefs.ErrConflict, fn.Name, fn.AppID)
 		}
 		if err := names.Put(nk, []byte(fn.ID)); err != nil {
 			return err
@@ -54,7 +56,7 @@ func getFn(tx *bolt.Tx, id string) (*Fn, error) {
 	return fn, err
 }
 
-// GetFn returns the fn with id, or ErrNotFound.
+// GetFn returns the fn with id, or errdefs.ErrNotFound.
 func (s *Store) GetFn(ctx context.Context, id string) (*Fn, error) {
 	var fn *Fn
 	err := s.view(ctx, func(tx *bolt.Tx) (err error) {
@@ -70,7 +72,7 @@ func (s *Store) GetFnByName(ctx context.Context, appID, name string) (*Fn, error
 	err := s.view(ctx, func(tx *bolt.Tx) (err error) {
 		id := tx.Bucket(bktFnNames).Get(key(appID, name))
 		if id == nil {
-			return fmt.Errorf("fn named %q in app %q %w", name, appID, ErrNotFound)
+			return fmt.Errorf("fn named %q in app %q %w", name, appID, errdefs.ErrNotFound)
 		}
 		fn, err = getFn(tx, string(id))
 		return err
@@ -124,7 +126,7 @@ func (s *Store) ListFns(ctx context.Context, opts ListOptions) ([]*Fn, string, e
 // UpdateFn applies fn to the stored fn and saves the result in one
 // transaction; an error from fn aborts and is returned as is. The id, app
 // and creation time cannot be changed; a rename to a name taken in the app
-// is ErrConflict.
+// is errdefs.ErrConflict.
 func (s *Store) UpdateFn(ctx context.Context, id string, fn func(*Fn) error) (*Fn, error) {
 	var out *Fn
 	err := s.updateResources(ctx, func(tx *bolt.Tx) error {
@@ -147,7 +149,7 @@ func (s *Store) UpdateFn(ctx context.Context, id string, fn func(*Fn) error) (*F
 		if f.Name != old.Name {
 			names := tx.Bucket(bktFnNames)
 			if names.Get(key(f.AppID, f.Name)) != nil {
-				return fmt.Errorf("fn named %q in app %q %w", f.Name, f.AppID, ErrConflict)
+				return fmt.Errorf("%w: fn named %q in app %q already exists", errdefs.ErrConflict, f.Name, f.AppID)
 			}
 			if err := names.Delete(key(old.AppID, old.Name)); err != nil {
 				return err

@@ -21,14 +21,11 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/kiln-run/kiln/errdefs"
+
 	bolt "go.etcd.io/bbolt"
 	berrors "go.etcd.io/bbolt/errors"
 )
-
-// ErrInvalid marks input the store refuses: an empty name, a malformed
-// cursor, a fn that belongs to another app. The api validates first, so
-// reaching it from HTTP means a bug or a race.
-var ErrInvalid = errors.New("invalid")
 
 // Page sizes. The maximum keeps one list request from pinning a read
 // transaction (and its pages) for long.
@@ -223,7 +220,7 @@ func decodeCursor(c string, pfx []byte) ([]byte, error) {
 	}
 	k, err := base64.RawURLEncoding.DecodeString(c)
 	if err != nil || !bytes.HasPrefix(k, pfx) || len(k) == len(pfx) {
-		return nil, fmt.Errorf("%w cursor %q", ErrInvalid, c)
+		return nil, fmt.Errorf("%w cursor %q", errdefs.ErrInvalid, c)
 	}
 	return k, nil
 }
@@ -307,10 +304,10 @@ func prefixEnd(p []byte) []byte {
 // full naming rules.
 func checkName(kind, name string) error {
 	if name == "" {
-		return fmt.Errorf("%w %s name: must not be empty", ErrInvalid, kind)
+		return fmt.Errorf("%w %s name: must not be empty", errdefs.ErrInvalid, kind)
 	}
 	if strings.Contains(name, sep) {
-		return fmt.Errorf("%w %s name %q: must not contain NUL", ErrInvalid, kind, name)
+		return fmt.Errorf("%w %s name %q: must not contain NUL", errdefs.ErrInvalid, kind, name)
 	}
 	return nil
 }

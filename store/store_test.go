@@ -10,6 +10,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/kiln-run/kiln/errdefs"
 )
 
 // stepClock advances a millisecond per reading, so ids made by one test
@@ -216,28 +218,28 @@ func TestApps(t *testing.T) {
 		want     error
 		contains string
 	}{
-		{"duplicate name", func() error { _, err := st.CreateApp(ctx, &App{Name: "a"}); return err }, ErrConflict, `"a"`},
-		{"empty name", func() error { _, err := st.CreateApp(ctx, &App{}); return err }, ErrInvalid, "name"},
-		{"get unknown", func() error { _, err := st.GetApp(ctx, "nope"); return err }, ErrNotFound, `app "nope" not found`},
-		{"by unknown name", func() error { _, err := st.GetAppByName(ctx, "nope"); return err }, ErrNotFound, `"nope"`},
+		{"duplicate name", func() error { _, err := st.CreateApp(ctx, &App{Name: "a"}); return err }, errdefs.ErrConflict, `"a"`},
+		{"empty name", func() error { _, err := st.CreateApp(ctx, &App{}); return err }, errdefs.ErrInvalid, "name"},
+		{"get unknown", func() error { _, err := st.GetApp(ctx, "nope"); return err }, errdefs.ErrNotFound, `app "nope" not found`},
+		{"by unknown name", func() error { _, err := st.GetAppByName(ctx, "nope"); return err }, errdefs.ErrNotFound, `"nope"`},
 		{"update unknown", func() error {
 			_, err := st.UpdateApp(ctx, "nope", func(*App) error { return nil })
 			return err
-		}, ErrNotFound, `"nope"`},
+		}, errdefs.ErrNotFound, `"nope"`},
 		{"rename onto taken", func() error {
 			_, err := st.UpdateApp(ctx, b.ID, func(x *App) error { x.Name = "a"; return nil })
 			return err
-		}, ErrConflict, `"a"`},
+		}, errdefs.ErrConflict, `"a"`},
 		{"callback error aborts", func() error {
-			_, err := st.UpdateApp(ctx, b.ID, func(x *App) error { x.Name = "zzz"; return ErrInvalid })
+			_, err := st.UpdateApp(ctx, b.ID, func(x *App) error { x.Name = "zzz"; return errdefs.ErrInvalid })
 			return err
-		}, ErrInvalid, ""},
-		{"delete unknown", func() error { _, err := st.DeleteApp(ctx, "nope"); return err }, ErrNotFound, `"nope"`},
+		}, errdefs.ErrInvalid, ""},
+		{"delete unknown", func() error { _, err := st.DeleteApp(ctx, "nope"); return err }, errdefs.ErrNotFound, `"nope"`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) { wantErr(t, tt.run(), tt.want, tt.contains) })
 	}
-	if _, err := st.GetAppByName(ctx, "zzz"); !errors.Is(err, ErrNotFound) {
+	if _, err := st.GetAppByName(ctx, "zzz"); !errors.Is(err, errdefs.ErrNotFound) {
 		t.Fatalf("aborted rename left an index entry: %v", err)
 	}
 
@@ -250,7 +252,7 @@ func TestApps(t *testing.T) {
 	if up.ID != b.ID || !up.CreatedAt.Equal(b.CreatedAt) || !up.UpdatedAt.After(b.UpdatedAt) || up.Name != "b2" {
 		t.Fatalf("updated app = %+v, was %+v", up, b)
 	}
-	if _, err := st.GetAppByName(ctx, "b"); !errors.Is(err, ErrNotFound) {
+	if _, err := st.GetAppByName(ctx, "b"); !errors.Is(err, errdefs.ErrNotFound) {
 		t.Fatalf("old name still resolves: %v", err)
 	}
 	if got := must[*App](t)(st.GetAppByName(ctx, "b2")); got.ID != b.ID {
@@ -260,7 +262,7 @@ func TestApps(t *testing.T) {
 	mkApp(t, st, "b")
 
 	must[[]string](t)(st.DeleteApp(ctx, a.ID))
-	if _, err := st.GetApp(ctx, a.ID); !errors.Is(err, ErrNotFound) {
+	if _, err := st.GetApp(ctx, a.ID); !errors.Is(err, errdefs.ErrNotFound) {
 		t.Fatalf("deleted app: %v", err)
 	}
 	mkApp(t, st, "a")
@@ -280,16 +282,16 @@ func TestFns(t *testing.T) {
 		want     error
 		contains string
 	}{
-		{"unknown app", func() error { _, err := st.CreateFn(ctx, &Fn{AppID: "nope", Name: "x"}); return err }, ErrNotFound, `app "nope"`},
-		{"duplicate in app", func() error { _, err := st.CreateFn(ctx, &Fn{AppID: a1.ID, Name: "f"}); return err }, ErrConflict, `"f"`},
-		{"empty name", func() error { _, err := st.CreateFn(ctx, &Fn{AppID: a1.ID}); return err }, ErrInvalid, ""},
-		{"get unknown", func() error { _, err := st.GetFn(ctx, "nope"); return err }, ErrNotFound, `fn "nope" not found`},
-		{"by unknown name", func() error { _, err := st.GetFnByName(ctx, a1.ID, "zz"); return err }, ErrNotFound, `"zz"`},
+		{"unknown app", func() error { _, err := st.CreateFn(ctx, &Fn{AppID: "nope", Name: "x"}); return err }, errdefs.ErrNotFound, `app "nope"`},
+		{"duplicate in app", func() error { _, err := st.CreateFn(ctx, &Fn{AppID: a1.ID, Name: "f"}); return err }, errdefs.ErrConflict, `"f"`},
+		{"empty name", func() error { _, err := st.CreateFn(ctx, &Fn{AppID: a1.ID}); return err }, errdefs.ErrInvalid, ""},
+		{"get unknown", func() error { _, err := st.GetFn(ctx, "nope"); return err }, errdefs.ErrNotFound, `fn "nope" not found`},
+		{"by unknown name", func() error { _, err := st.GetFnByName(ctx, a1.ID, "zz"); return err }, errdefs.ErrNotFound, `"zz"`},
 		{"rename onto taken", func() error {
 			_, err := st.UpdateFn(ctx, g.ID, func(x *Fn) error { x.Name = "f"; return nil })
 			return err
-		}, ErrConflict, `"f"`},
-		{"delete unknown", func() error { return st.DeleteFn(ctx, "nope") }, ErrNotFound, `"nope"`},
+		}, errdefs.ErrConflict, `"f"`},
+		{"delete unknown", func() error { return st.DeleteFn(ctx, "nope") }, errdefs.ErrNotFound, `"nope"`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) { wantErr(t, tt.run(), tt.want, tt.contains) })
@@ -305,7 +307,7 @@ func TestFns(t *testing.T) {
 	if got := must[*Fn](t)(st.GetFnByName(ctx, a1.ID, "g2")); got.ID != g.ID {
 		t.Fatal("rename not indexed")
 	}
-	if _, err := st.GetFnByName(ctx, a1.ID, "g"); !errors.Is(err, ErrNotFound) {
+	if _, err := st.GetFnByName(ctx, a1.ID, "g"); !errors.Is(err, errdefs.ErrNotFound) {
 		t.Fatalf("old name still resolves: %v", err)
 	}
 	if err := st.DeleteFn(ctx, f.ID); err != nil {
@@ -345,12 +347,12 @@ func TestTriggers(t *testing.T) {
 		want     error
 		contains string
 	}{
-		{"duplicate source", Trigger{AppID: a1.ID, FnID: f1.ID, Name: "t2", Source: "/x"}, ErrConflict, `"/x"`},
-		{"duplicate name", Trigger{AppID: a1.ID, FnID: f1.ID, Name: "t", Source: "/y"}, ErrConflict, `"t"`},
-		{"unknown app", Trigger{AppID: "nope", FnID: f1.ID, Name: "t3", Source: "/z"}, ErrNotFound, `app "nope"`},
-		{"unknown fn", Trigger{AppID: a1.ID, FnID: "nope", Name: "t3", Source: "/z"}, ErrNotFound, `fn "nope"`},
-		{"fn of another app", Trigger{AppID: a1.ID, FnID: f2.ID, Name: "t3", Source: "/z"}, ErrInvalid, "fn_id"},
-		{"cron name taken", Trigger{AppID: a1.ID, FnID: f1.ID, Name: "c1", Type: TriggerCron, Source: "x"}, ErrConflict, `"c1"`},
+		{"duplicate source", Trigger{AppID: a1.ID, FnID: f1.ID, Name: "t2", Source: "/x"}, errdefs.ErrConflict, `"/x"`},
+		{"duplicate name", Trigger{AppID: a1.ID, FnID: f1.ID, Name: "t", Source: "/y"}, errdefs.ErrConflict, `"t"`},
+		{"unknown app", Trigger{AppID: "nope", FnID: f1.ID, Name: "t3", Source: "/z"}, errdefs.ErrNotFound, `app "nope"`},
+		{"unknown fn", Trigger{AppID: a1.ID, FnID: "nope", Name: "t3", Source: "/z"}, errdefs.ErrNotFound, `fn "nope"`},
+		{"fn of another app", Trigger{AppID: a1.ID, FnID: f2.ID, Name: "t3", Source: "/z"}, errdefs.ErrInvalid, "fn_id"},
+		{"cron name taken", Trigger{AppID: a1.ID, FnID: f1.ID, Name: "c1", Type: TriggerCron, Source: "x"}, errdefs.ErrConflict, `"c1"`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -370,7 +372,7 @@ func TestTriggers(t *testing.T) {
 		t.Fatal(err)
 	}
 	must[*Trigger](t)(st.UpdateTrigger(ctx, tr.ID, func(x *Trigger) error { x.Source = "/moved"; return nil }))
-	wantErr(t, bySource("/x"), ErrNotFound, `"/x"`)
+	wantErr(t, bySource("/x"), errdefs.ErrNotFound, `"/x"`)
 	if err := bySource("/moved"); err != nil {
 		t.Fatal(err)
 	}
@@ -381,15 +383,15 @@ func TestTriggers(t *testing.T) {
 	// A failed update leaves the indexes as they were.
 	mkTrigger(t, st, f1, "other", "/other")
 	_, err := st.UpdateTrigger(ctx, tr.ID, func(x *Trigger) error { x.Source = "/other"; return nil })
-	wantErr(t, err, ErrConflict, "/other")
+	wantErr(t, err, errdefs.ErrConflict, "/other")
 	if err := bySource("/moved"); err != nil {
 		t.Fatalf("failed update lost the source index: %v", err)
 	}
 	_, err = st.UpdateTrigger(ctx, tr.ID, func(x *Trigger) error { x.FnID = f2.ID; return nil })
-	wantErr(t, err, ErrInvalid, "fn_id")
+	wantErr(t, err, errdefs.ErrInvalid, "fn_id")
 	// Becoming a cron trigger leaves the http source index.
 	must[*Trigger](t)(st.UpdateTrigger(ctx, tr.ID, func(x *Trigger) error { x.Type = TriggerCron; return nil }))
-	wantErr(t, bySource("/moved"), ErrNotFound, "")
+	wantErr(t, bySource("/moved"), errdefs.ErrNotFound, "")
 	if crons := must[[]*Trigger](t)(st.ListTriggersByType(ctx, TriggerCron)); len(crons) != 3 {
 		t.Fatalf("cron triggers = %d, want 3", len(crons))
 	}
@@ -403,10 +405,10 @@ func TestTriggers(t *testing.T) {
 	if err := st.DeleteTrigger(ctx, tr.ID); err != nil {
 		t.Fatal(err)
 	}
-	wantErr(t, bySource("/moved"), ErrNotFound, "")
-	wantErr(t, st.DeleteTrigger(ctx, tr.ID), ErrNotFound, tr.ID)
+	wantErr(t, bySource("/moved"), errdefs.ErrNotFound, "")
+	wantErr(t, st.DeleteTrigger(ctx, tr.ID), errdefs.ErrNotFound, tr.ID)
 	_, err = st.GetTrigger(ctx, tr.ID)
-	wantErr(t, err, ErrNotFound, `trigger "`+tr.ID+`" not found`)
+	wantErr(t, err, errdefs.ErrNotFound, `trigger "`+tr.ID+`" not found`)
 	mkTrigger(t, st, f1, "t", "/x") // name and source are free again
 }
 
@@ -444,10 +446,10 @@ func TestCascadeDelete(t *testing.T) {
 	if err := st.DeleteFn(ctx, f3.ID); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := st.GetTrigger(ctx, t3.ID); !errors.Is(err, ErrNotFound) {
+	if _, err := st.GetTrigger(ctx, t3.ID); !errors.Is(err, errdefs.ErrNotFound) {
 		t.Fatalf("trigger of deleted fn: %v", err)
 	}
-	if _, err := st.GetCall(ctx, f3.ID, c3); !errors.Is(err, ErrNotFound) {
+	if _, err := st.GetCall(ctx, f3.ID, c3); !errors.Is(err, errdefs.ErrNotFound) {
 		t.Fatalf("call of deleted fn: %v", err)
 	}
 
@@ -456,14 +458,14 @@ func TestCascadeDelete(t *testing.T) {
 		t.Fatalf("deleted fn ids = %v, want [%s %s]", ids, f1.ID, f2.ID)
 	}
 	for _, id := range ids {
-		if _, err := st.GetFn(ctx, id); !errors.Is(err, ErrNotFound) {
+		if _, err := st.GetFn(ctx, id); !errors.Is(err, errdefs.ErrNotFound) {
 			t.Fatalf("fn %s survived: %v", id, err)
 		}
 	}
 	if ts := must[[]*Trigger](t)(st.ListTriggersByType(ctx, TriggerHTTP)); len(ts) != 1 || ts[0].ID != kt.ID {
 		t.Fatalf("http triggers after cascade = %v", ts)
 	}
-	if _, err := st.GetTriggerBySource(ctx, app.ID, "/1"); !errors.Is(err, ErrNotFound) {
+	if _, err := st.GetTriggerBySource(ctx, app.ID, "/1"); !errors.Is(err, errdefs.ErrNotFound) {
 		t.Fatalf("source index survived: %v", err)
 	}
 	queued := must[[]*Call](t)(st.ListCallsByStatus(ctx, CallQueued, 0))
@@ -589,12 +591,12 @@ func TestPagination(t *testing.T) {
 			t.Fatal(err)
 		}
 		_, _, err = st.ListApps(ctx, ListOptions{Cursor: "!!!"})
-		wantErr(t, err, ErrInvalid, "cursor")
+		wantErr(t, err, errdefs.ErrInvalid, "cursor")
 		// A cursor of one app's fns is no cursor for another app's.
 		_, _, err = st.ListFns(ctx, ListOptions{AppID: apps[2].ID, Cursor: next})
-		wantErr(t, err, ErrInvalid, "cursor")
+		wantErr(t, err, errdefs.ErrInvalid, "cursor")
 		_, _, err = st.ListCalls(ctx, a1FnIDs[0], ListOptions{Cursor: "%%"})
-		wantErr(t, err, ErrInvalid, "cursor")
+		wantErr(t, err, errdefs.ErrInvalid, "cursor")
 	})
 }
 
@@ -641,10 +643,10 @@ func TestCalls(t *testing.T) {
 		c    Call
 		want error
 	}{
-		{"no id", Call{FnID: f.ID}, ErrInvalid},
-		{"bad status", Call{ID: st.NewID(), FnID: f.ID, Status: "weird"}, ErrInvalid},
-		{"unknown fn", Call{ID: st.NewID(), FnID: "nope"}, ErrNotFound},
-		{"duplicate", Call{ID: ids[0], FnID: f.ID}, ErrConflict},
+		{"no id", Call{FnID: f.ID}, errdefs.ErrInvalid},
+		{"bad status", Call{ID: st.NewID(), FnID: f.ID, Status: "weird"}, errdefs.ErrInvalid},
+		{"unknown fn", Call{ID: st.NewID(), FnID: "nope"}, errdefs.ErrNotFound},
+		{"duplicate", Call{ID: ids[0], FnID: f.ID}, errdefs.ErrConflict},
 	}
 	for _, tt := range bad {
 		t.Run(tt.name, func(t *testing.T) { wantErr(t, st.CreateCall(ctx, &tt.c), tt.want, "") })
@@ -660,7 +662,7 @@ func TestCalls(t *testing.T) {
 		t.Fatalf("call JSON = %s", data)
 	}
 	_, err := st.GetCall(ctx, g.ID, ids[0])
-	wantErr(t, err, ErrNotFound, ids[0])
+	wantErr(t, err, errdefs.ErrNotFound, ids[0])
 
 	started := t0.Add(time.Hour)
 	up := must[*Call](t)(st.UpdateCall(ctx, f.ID, ids[1], func(c *Call) error {
@@ -672,9 +674,9 @@ func TestCalls(t *testing.T) {
 		t.Fatalf("updated call = %+v", up)
 	}
 	_, err = st.UpdateCall(ctx, f.ID, ids[1], func(c *Call) error { c.Status = "bogus"; return nil })
-	wantErr(t, err, ErrInvalid, "bogus")
+	wantErr(t, err, errdefs.ErrInvalid, "bogus")
 	_, err = st.UpdateCall(ctx, f.ID, "nope", func(*Call) error { return nil })
-	wantErr(t, err, ErrNotFound, "nope")
+	wantErr(t, err, errdefs.ErrNotFound, "nope")
 
 	// Newest first, across pages.
 	var got []string
@@ -696,7 +698,7 @@ func TestCalls(t *testing.T) {
 	if fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Fatalf("calls = %v, want %v", got, want)
 	}
-	if _, _, err := st.ListCalls(ctx, "nope", ListOptions{}); !errors.Is(err, ErrNotFound) {
+	if _, _, err := st.ListCalls(ctx, "nope", ListOptions{}); !errors.Is(err, errdefs.ErrNotFound) {
 		t.Fatalf("calls of unknown fn: %v", err)
 	}
 	h := mkFn(t, st, app.ID, "h")
@@ -766,9 +768,9 @@ func TestCallLog(t *testing.T) {
 			}
 		})
 	}
-	wantErr(t, st.AppendCallLog(ctx, f.ID, "nope", []byte("x"), 10), ErrNotFound, "nope")
+	wantErr(t, st.AppendCallLog(ctx, f.ID, "nope", []byte("x"), 10), errdefs.ErrNotFound, "nope")
 	_, err := st.GetCallLog(ctx, f.ID, "nope")
-	wantErr(t, err, ErrNotFound, "nope")
+	wantErr(t, err, errdefs.ErrNotFound, "nope")
 }
 
 func TestPruneCalls(t *testing.T) {
@@ -841,7 +843,7 @@ func TestPruneCalls(t *testing.T) {
 			t.Errorf("%s: g calls = %v, want %v", s.name, got, s.wantG)
 		}
 	}
-	if _, err := st.GetCallLog(ctx, f.ID, fIDs[2]); !errors.Is(err, ErrNotFound) {
+	if _, err := st.GetCallLog(ctx, f.ID, fIDs[2]); !errors.Is(err, errdefs.ErrNotFound) {
 		t.Fatalf("log of a pruned call: %v", err)
 	}
 	if got := must[[]*Call](t)(st.ListCallsByStatus(ctx, CallSuccess, 0)); len(got) != 2 {

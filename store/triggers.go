@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 
+	"github.com/kiln-run/kiln/errdefs"
+
 	bolt "go.etcd.io/bbolt"
 )
 
@@ -13,12 +15,12 @@ const (
 	TriggerCron = "cron"
 )
 
-func triggerNotFound(id string) error { return fmt.Errorf("trigger %q %w", id, ErrNotFound) }
+func triggerNotFound(id string) error { return fmt.Errorf("trigger %q %w", id, errdefs.ErrNotFound) }
 
 // CreateTrigger stores a new trigger with a fresh id and timestamps; the
 // argument is not modified. An empty type means http. The app and fn must
 // exist and the fn must belong to the app. Within an app, names are unique
-// and so are the sources of http triggers (ErrConflict); cron triggers may
+// and so are the sources of http triggers (errdefs.ErrConflict); cron triggers may
 // share a schedule.
 func (s *Store) CreateTrigger(ctx context.Context, in *Trigger) (*Trigger, error) {
 	if err := checkName("trigger", in.Name); err != nil {
@@ -58,7 +60,7 @@ func checkTriggerFn(tx *bolt.Tx, t *Trigger) error {
 		return err
 	}
 	if fn.AppID != t.AppID {
-		return fmt.Errorf("%w trigger fn_id: fn %q belongs to app %q, not %q", ErrInvalid, fn.ID, fn.AppID, t.AppID)
+		return fmt.Errorf("%w trigger fn_id: fn %q belongs to app %q, not %q", errdefs.ErrInvalid, fn.ID, fn.AppID, t.AppID)
 	}
 	return nil
 }
@@ -69,7 +71,7 @@ func checkTriggerFn(tx *bolt.Tx, t *Trigger) error {
 func addTriggerIndexes(tx *bolt.Tx, t *Trigger) error {
 	names := tx.Bucket(bktTrigNames)
 	if names.Get(key(t.AppID, t.Name)) != nil {
-		return fmt.Errorf("trigger named %q in app %q %w", t.Name, t.AppID, ErrConflict)
+		return fmt.Errorf("%w: trigger named %q in app %q already exists", errdefs.ErrConflict, t.Name, t.AppID)
 	}
 	if err := names.Put(key(t.AppID, t.Name), []byte(t.ID)); err != nil {
 		return err
@@ -77,7 +79,7 @@ func addTriggerIndexes(tx *bolt.Tx, t *Trigger) error {
 	if t.Type == TriggerHTTP {
 		sources := tx.Bucket(bktTrigSources)
 		if sources.Get(key(t.AppID, t.Source)) != nil {
-			return fmt.Errorf("http trigger with source %q in app %q %w", t.Source, t.AppID, ErrConflict)
+			return fmt.Errorf("%w: http trigger with source %q in app %q already exists", errdefs.ErrConflict, t.Source, t.AppID)
 		}
 		if err := sources.Put(key(t.AppID, t.Source), []byte(t.ID)); err != nil {
 			return err
@@ -124,7 +126,7 @@ func getTrigger(tx *bolt.Tx, id string) (*Trigger, error) {
 	return t, err
 }
 
-// GetTrigger returns the trigger with id, or ErrNotFound.
+// GetTrigger returns the trigger with id, or errdefs.ErrNotFound.
 func (s *Store) GetTrigger(ctx context.Context, id string) (*Trigger, error) {
 	var t *Trigger
 	err := s.view(ctx, func(tx *bolt.Tx) (err error) {
@@ -141,7 +143,7 @@ func (s *Store) GetTriggerBySource(ctx context.Context, appID, source string) (*
 	err := s.view(ctx, func(tx *bolt.Tx) (err error) {
 		id := tx.Bucket(bktTrigSources).Get(key(appID, source))
 		if id == nil {
-			return fmt.Errorf("http trigger with source %q in app %q %w", source, appID, ErrNotFound)
+			return fmt.Errorf("http trigger with source %q in app %q %w", source, appID, errdefs.ErrNotFound)
 		}
 		t, err = getTrigger(tx, string(id))
 		return err

@@ -1,15 +1,13 @@
 package store
 
 import (
-	"errors"
 	"time"
 )
 
-// Sentinel errors; callers test them with errors.Is.
-var (
-	ErrNotFound = errors.New("not found")
-	ErrConflict = errors.New("already exists")
-)
+// Errors are errdefs' sentinels: ErrNotFound for a missing record,
+// ErrConflict for a taken name or id, ErrInvalid for input the store
+// refuses (an empty name, a malformed cursor, a fn of another app; the api
+// validates first, so reaching it from HTTP means a bug or a race).
 
 // App groups fns and carries config shared by them.
 type App struct {
@@ -62,3 +60,14 @@ type ListOptions struct {
 	Cursor  string
 	PerPage int
 }
+
+// Defaults of a fn's fields, in the fields' units, defined once: the api
+// applies them when a fn is created, and the calls package falls back to
+// them for a record that lacks one.
+const (
+	DefaultFormat      = "default"
+	DefaultMemoryMB    = 128
+	DefaultTimeout     = 30 // seconds
+	DefaultIdleTimeout = 30 // seconds
+	DefaultTmpfsMB     = 64
+)

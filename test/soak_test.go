@@ -105,10 +105,12 @@ func TestSoak(t *testing.T) {
 				mixups.Add(1)
 				t.Errorf("call got %q, sent %q", b, body)
 			}
-			// Under this load a broken container's replacement can take
-			// longer than the bad fn's 2 s timeout: 504 is a right answer
-			// there, and 503 (no capacity before the deadline) anywhere.
-			if resp.StatusCode != a.want && resp.StatusCode != 503 && !(fn == bad && resp.StatusCode == 504) {
+			// The healthy fn answers 200, every time: the bad fn's crashes
+			// and hangs may not take its launches, queue or memory. Under
+			// this load a broken container's replacement can take longer
+			// than the bad fn's 2 s timeout, so the bad fn may also answer
+			// 504, or 503 (no capacity for it before its deadline).
+			if resp.StatusCode != a.want && !(fn == bad && (resp.StatusCode == 504 || resp.StatusCode == 503)) {
 				t.Errorf("%s: %d %s", orDefault(a.header, "echo"), resp.StatusCode, b)
 			}
 		}

@@ -9,6 +9,9 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/kiln-run/kiln/calls"
+	"github.com/kiln-run/kiln/protocol"
 )
 
 // Config is kilnd's configuration; every flag has an env var twin so the
@@ -94,7 +97,7 @@ func parseFlags(args []string, getenv func(string) string) (Config, error) {
 	if err != nil {
 		return Config{}, err
 	}
-	maxBody, err := envInt("KILN_MAX_BODY", 6<<20)
+	maxBody, err := envInt("KILN_MAX_BODY", protocol.DefaultMaxBody)
 	if err != nil {
 		return Config{}, err
 	}
@@ -114,12 +117,12 @@ func parseFlags(args []string, getenv func(string) string) (Config, error) {
 	// shims were seen to outlive all their containers (docs/PERFORMANCE.md).
 	fs.BoolVar(&c.GroupShims, "group-shims", env("KILN_GROUP_SHIMS", "false") == "true", "containers of one fn share shim processes, 16 to a shim (KILN_GROUP_SHIMS)")
 	fs.BoolVar(&c.AllowHostNetwork, "allow-host-network", env("KILN_ALLOW_HOST_NETWORK", "") == "true", "let fns annotated kiln.io/network=host use the node's network (KILN_ALLOW_HOST_NETWORK)")
-	fs.IntVar(&c.AsyncConcurrency, "async-concurrency", int(envNum("KILN_ASYNC_CONCURRENCY", 4)), "detached calls run at once, a bounded share so sync calls are not starved (KILN_ASYNC_CONCURRENCY)")
-	fs.IntVar(&c.QueuePerFn, "queue-per-fn", int(envNum("KILN_QUEUE_PER_FN", 1000)), "detached calls that may wait per fn (KILN_QUEUE_PER_FN)")
-	fs.IntVar(&c.QueueTotal, "queue-total", int(envNum("KILN_QUEUE_TOTAL", 10000)), "detached calls that may wait in all (KILN_QUEUE_TOTAL)")
-	fs.IntVar(&c.CallLogCap, "call-log-cap", int(envNum("KILN_CALL_LOG_CAP", 1<<20)), "stderr bytes kept per call (KILN_CALL_LOG_CAP)")
-	fs.IntVar(&c.CallsPerFn, "calls-per-fn", int(envNum("KILN_CALLS_PER_FN", 1000)), "call records kept per fn (KILN_CALLS_PER_FN)")
-	fs.DurationVar(&c.CallMaxAge, "call-max-age", envDur("KILN_CALL_MAX_AGE", 24*time.Hour), "call records older than this are dropped (KILN_CALL_MAX_AGE)")
+	fs.IntVar(&c.AsyncConcurrency, "async-concurrency", int(envNum("KILN_ASYNC_CONCURRENCY", calls.DefaultAsyncConcurrency)), "detached calls run at once, a bounded share so sync calls are not starved (KILN_ASYNC_CONCURRENCY)")
+	fs.IntVar(&c.QueuePerFn, "queue-per-fn", int(envNum("KILN_QUEUE_PER_FN", calls.DefaultQueuePerFn)), "detached calls that may wait per fn (KILN_QUEUE_PER_FN)")
+	fs.IntVar(&c.QueueTotal, "queue-total", int(envNum("KILN_QUEUE_TOTAL", calls.DefaultQueueTotal)), "detached calls that may wait in all (KILN_QUEUE_TOTAL)")
+	fs.IntVar(&c.CallLogCap, "call-log-cap", int(envNum("KILN_CALL_LOG_CAP", calls.DefaultCallLogCap)), "stderr bytes kept per call (KILN_CALL_LOG_CAP)")
+	fs.IntVar(&c.CallsPerFn, "calls-per-fn", int(envNum("KILN_CALLS_PER_FN", calls.DefaultCallsPerFn)), "call records kept per fn (KILN_CALLS_PER_FN)")
+	fs.DurationVar(&c.CallMaxAge, "call-max-age", envDur("KILN_CALL_MAX_AGE", calls.DefaultCallMaxAge), "call records older than this are dropped (KILN_CALL_MAX_AGE)")
 	insecure := fs.String("insecure-registries", env("KILN_INSECURE_REGISTRIES", ""), "comma-separated host[:port] registries pulled from over plain HTTP (KILN_INSECURE_REGISTRIES)")
 	fs.StringVar(&c.RegistryConfig, "registry-config", env("KILN_REGISTRY_CONFIG", ""), "docker config.json with registry credentials; default $DOCKER_CONFIG/config.json or ~/.docker/config.json (KILN_REGISTRY_CONFIG)")
 	fs.StringVar(&c.PprofAddr, "pprof", env("KILN_PPROF", ""), "serve Go's profiler on this loopback address, e.g. 127.0.0.1:6060 (KILN_PPROF)")

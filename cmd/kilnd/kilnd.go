@@ -19,11 +19,10 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/kiln-run/kiln/api"
-	"github.com/kiln-run/kiln/errdefs"
+	"github.com/kiln-run/kiln/calls"
 	"github.com/kiln-run/kiln/executor"
 	"github.com/kiln-run/kiln/metrics"
 	"github.com/kiln-run/kiln/pool"
-	"github.com/kiln-run/kiln/protocol"
 	"github.com/kiln-run/kiln/store"
 )
 
@@ -40,7 +39,7 @@ type Main struct {
 	client   *containerd.Client
 	runtime  *executor.Runtime
 	store    *store.Store
-	pool     *pool.Pool[api.HotInstance]
+	calls    *calls.Service
 	api      *api.Server
 	http     *http.Server
 	ln       net.Listener
@@ -134,27 +133,43 @@ func (m *Main) Open(ctx context.Context) error {
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	mx := metrics.New(reg)
 	mx.SetMemory(0, capacity)
-	m.pool = pool.New[api.HotInstance](pool.Config{
-		CapacityMB: capacity,
-		Hooks: pool.Hooks{
-			Launched: func(app, fn string, took time.Duration, err error) {
-				if err != nil {
-					m.log.WithError(err).WithFields(logrus.Fields{"app": app, "fn": fn}).Warn("container launch failed")
-					return
-				}
-				mx.ContainerStart.WithLabelValues(app, fn, "hot").Inc()
-				mx.StartSeconds.Observe(took.Seconds())
-			},
-			Evicted:    func(app, fn string) { mx.Evictions.Inc() },
-			QueueWait:  func(app, fn string, waited time.Duration) { mx.QueueWait.Observe(waited.Seconds()) },
-			Changed:    mx.SetContainers,
-			MemoryUsed: mx.SetMemory,
-		},
-	})
 	m.runtime.OnColdStart(func(app, fn string, took time.Duration) {
 		mx.ContainerStart.WithLabelValues(app, fn, "cold").Inc()
 		mx.StartSeconds.Observe(took.Seconds())
 	})
+	m.calls = calls.New(calls.Config{
+		Store:   m.store,
+		Runtime: hotRuntime{m.runtime},
+		Pool: pool.Config{
+			CapacityMB: capacity,
+			Hooks: pool.Hooks{
+				Launched: func(app, fn string, took time.Duration, err error) {
+					if err != nil {
+						m.log.WithError(err).WithFields(logrus.Fields{"app": app, "fn": fn}).Warn("container launch failed")
+						return
+					}
+					mx.ContainerStart.WithLabelValues(app, fn, "hot").Inc()
+					mx.StartSeconds.Observe(took.Seconds())
+				},
+				Evicted:    func(app, fn string) { mx.Evictions.Inc() },
+				QueueWait:  func(app, fn string, waited time.Duration) { mx.QueueWait.Observe(waited.Seconds()) },
+				Changed:    mx.SetContainers,
+				MemoryUsed: mx.SetMemory,
+			},
+		},
+		Logger:           m.log,
+		Metrics:          mx,
+		AllowHostNetwork: m.cfg.AllowHostNetwork,
+		CallLogCap:       m.cfg.CallLogCap,
+		CallsPerFn:       m.cfg.CallsPerFn,
+		CallMaxAge:       m.cfg.CallMaxAge,
+		AsyncConcurrency: m.cfg.AsyncConcurrency,
+		QueuePerFn:       m.cfg.QueuePerFn,
+		QueueTotal:       m.cfg.QueueTotal,
+	})
+	if err := m.calls.Open(ctx); err != nil {
+		return err
+	}
 	tokenKey, err := api.LoadOrCreateTokenKey(filepath.Join(m.cfg.DataDir, "token.key"))
 	if err != nil {
 		return fmt.Errorf("token key: %w", err)
@@ -162,8 +177,7 @@ func (m *Main) Open(ctx context.Context) error {
 	m.api = api.New(api.Config{
 		TokenKey:   tokenKey,
 		Store:      m.store,
-		Pool:       m.pool,
-		Runtime:    &runtimeAdapter{rt: m.runtime, store: m.store, allowHostNetwork: m.cfg.AllowHostNetwork},
+		Calls:      m.calls,
 		Images:     &imagesAdapter{rt: m.runtime},
 		AdminToken: m.cfg.AdminToken,
 		MaxBody:    m.cfg.MaxBody,
@@ -171,13 +185,6 @@ func (m *Main) Open(ctx context.Context) error {
 		Version:    Version,
 		Health:     func(r *http.Request) error { return m.runtime.Health(r.Context()) },
 		Metrics:    mx,
-		CallLogCap: m.cfg.CallLogCap,
-		CallsPerFn: m.cfg.CallsPerFn,
-		CallMaxAge: m.cfg.CallMaxAge,
-
-		AsyncConcurrency: m.cfg.AsyncConcurrency,
-		QueuePerFn:       m.cfg.QueuePerFn,
-		QueueTotal:       m.cfg.QueueTotal,
 	})
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
@@ -217,21 +224,15 @@ func (m *Main) Open(ctx context.Context) error {
 	return nil
 }
 
-// Close refuses new calls, lets in-flight calls finish (bounded by ctx),
-// removes every container, then stops the HTTP server and containerd.
+// Close refuses new calls (503, and /healthz says draining) while every
+// call already accepted finishes (bounded by ctx), removes every
+// container, then stops the HTTP server and containerd.
 func (m *Main) Close(ctx context.Context) error {
 	var errs []error
-	if m.api != nil {
-		m.api.SetDraining()
-		m.api.StopAsync()
-	}
-	if m.pool != nil {
-		if err := m.pool.Close(ctx); err != nil {
-			errs = append(errs, fmt.Errorf("drain: %w", err))
+	if m.calls != nil {
+		if err := m.calls.Close(ctx); err != nil {
+			errs = append(errs, err)
 		}
-	}
-	if m.api != nil {
-		m.api.Close()
 	}
 	if m.http != nil {
 		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
@@ -260,72 +261,16 @@ func (m *Main) Close(ctx context.Context) error {
 	return errors.Join(errs...)
 }
 
-// runtimeAdapter turns store records into the executor's Function.
-type runtimeAdapter struct {
-	rt               *executor.Runtime
-	store            *store.Store
-	allowHostNetwork bool
-}
+// hotRuntime gives the executor's *Hot back as the calls package's
+// Instance; the rest passes through.
+type hotRuntime struct{ *executor.Runtime }
 
-func (a *runtimeAdapter) function(ctx context.Context, app *store.App, fn *store.Fn) *executor.Function {
-	cfg := make(map[string]string, len(app.Config)+len(fn.Config))
-	for k, v := range app.Config {
-		cfg[k] = v
-	}
-	for k, v := range fn.Config {
-		cfg[k] = v
-	}
-	f := &executor.Function{
-		AppName: app.Name, FnName: fn.Name, FnID: fn.ID, Image: fn.Image, Format: fn.Format,
-		MemoryMB: fn.Memory, MilliCPUs: fn.CPUs, Config: cfg, TmpfsMB: fn.TmpfsSize,
-		HostNetwork: fn.Annotations[annotationNetwork] == "host",
-	}
-	if trigs, _, err := a.store.ListTriggers(ctx, store.ListOptions{FnID: fn.ID}); err == nil {
-		for _, t := range trigs {
-			if t.Type == "" || t.Type == "http" {
-				f.Path = t.Source
-				break
-			}
-		}
-	}
-	return f
-}
-
-// annotationNetwork is how a fn asks for the node's network namespace.
-const annotationNetwork = "kiln.io/network"
-
-// checkNetwork refuses host networking unless the operator allowed it: a
-// fn on the node's network can reach kilnd and everything else there.
-func (a *runtimeAdapter) checkNetwork(f *executor.Function) error {
-	if f.HostNetwork && !a.allowHostNetwork {
-		return fmt.Errorf("fn %q asks for host networking (%s), which this kilnd does not allow (--allow-host-network): %w",
-			f.FnName, annotationNetwork, errdefs.ErrInvalid)
-	}
-	return nil
-}
-
-func (a *runtimeAdapter) StartHot(ctx context.Context, app *store.App, fn *store.Fn) (api.HotInstance, error) {
-	f := a.function(ctx, app, fn)
-	if err := a.checkNetwork(f); err != nil {
-		return nil, err
-	}
-	h, err := a.rt.StartHot(ctx, f)
+func (r hotRuntime) StartHot(ctx context.Context, f *executor.Function) (calls.Instance, error) {
+	h, err := r.Runtime.StartHot(ctx, f)
 	if err != nil {
 		return nil, err
 	}
 	return h, nil
-}
-
-func (a *runtimeAdapter) RunCold(ctx context.Context, app *store.App, fn *store.Fn, req *protocol.Request, logs io.Writer) (*protocol.Response, error) {
-	f := a.function(ctx, app, fn)
-	if err := a.checkNetwork(f); err != nil {
-		return nil, err
-	}
-	return a.rt.RunCold(ctx, f, req, logs)
-}
-
-func (a *runtimeAdapter) ImageID(ctx context.Context, ref string) (string, error) {
-	return a.rt.ImageID(ctx, ref)
 }
 
 type imagesAdapter struct{ rt *executor.Runtime }

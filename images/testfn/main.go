@@ -23,8 +23,17 @@
 //	info              the X-Echo-Info JSON as the body (the default format
 //	                  has no response headers to carry it)
 //
+//	partial-hang      the first half of a valid frame, then never finish it
+//
 // Echo also honours X-Want-Status: <code> (that status, plus X-Test-Status
 // with the same value) and X-Want-Header-<Name>: v (response header Name: v).
+//
+// The env var TESTFN_ON_START (set as fn config) makes the process
+// misbehave before it serves anything, below the FDK:
+//
+//	exit=<code>       exit at once, reading nothing
+//	never-read        stay alive and never read stdin
+//	read=<bytes>      read that many bytes of stdin, then stop reading
 //
 // It is a static binary that needs nothing from its filesystem, so it runs
 // in an empty image, read-only, as any uid.
@@ -73,7 +82,33 @@ func main() {
 		time.Sleep(d)
 		return
 	}
+	onStart(os.Getenv("TESTFN_ON_START"))
 	fdk.Handle(fdk.HandlerFunc(new(testfn).serve))
+}
+
+// onStart acts on TESTFN_ON_START; it returns only when there is nothing
+// to do, so the function serves normally.
+func onStart(mode string) {
+	action, arg, _ := strings.Cut(mode, "=")
+	switch action {
+	case "":
+		return
+	case "exit":
+		code, _ := strconv.Atoi(arg)
+		fmt.Fprintf(os.Stderr, "testfn: exiting at start with code %d\n", code)
+		os.Exit(code)
+	case "never-read":
+	case "read":
+		n, _ := strconv.ParseInt(arg, 10, 64)
+		got, _ := io.CopyN(io.Discard, os.Stdin, n)
+		fmt.Fprintf(os.Stderr, "testfn: read %d bytes of stdin, reading no more\n", got)
+	default:
+		fmt.Fprintf(os.Stderr, "testfn: unknown TESTFN_ON_START %q\n", mode)
+		os.Exit(2)
+	}
+	for {
+		time.Sleep(time.Hour)
+	}
 }
 
 type testfn struct {
@@ -115,7 +150,7 @@ func (f *testfn) serve(ctx context.Context, in io.Reader, out io.Writer) {
 		for {
 			time.Sleep(time.Hour)
 		}
-	case "garbage", "garbage-only", "partial":
+	case "garbage", "garbage-only", "partial", "partial-hang":
 		misbehave(out, fc.Format(), action)
 		return
 	case "flood":
@@ -249,6 +284,12 @@ func misbehave(out io.Writer, format, action string) {
 		stdout.Write(frame[:len(frame)/2])
 		fmt.Fprintln(os.Stderr, "testfn: exiting after half a frame")
 		os.Exit(0)
+	case "partial-hang":
+		stdout.Write(frame[:len(frame)/2])
+		fmt.Fprintln(os.Stderr, "testfn: hanging after half a frame")
+		for {
+			time.Sleep(time.Hour)
+		}
 	}
 }
 

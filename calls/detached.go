@@ -1,18 +1,16 @@
-package api
+package calls
 
 import (
 	"context"
 	"errors"
 	"fmt"
 	"net/http"
-	"strconv"
 	"sync"
 	"time"
 
 	"github.com/sirupsen/logrus"
 
 	"github.com/kiln-run/kiln/errdefs"
-	"github.com/kiln-run/kiln/pool"
 	"github.com/kiln-run/kiln/protocol"
 	"github.com/kiln-run/kiln/store"
 )
@@ -39,26 +37,18 @@ import (
 // instead): per fn and in total, checked in the transaction that stores
 // the call, so concurrent clients cannot overshoot them.
 
-// Defaults for the zero values of Config's async fields.
 const (
-	defaultAsyncConcurrency = 4
-	defaultQueuePerFn       = 1000
-	defaultQueueTotal       = 10000
-
 	// maxAttempts is how many times a call may be started: the first run
 	// and one retry after a crash.
 	maxAttempts = 2
 	// pollEvery is the dispatcher's backstop against a missed wake-up and
 	// how often the cron engine re-reads its triggers.
 	pollEvery = time.Second
-	// queueFullRetry is the Retry-After of a full queue: it drains at the
-	// pace of function calls, so retrying at once is pointless.
-	queueFullRetry = 5
 )
 
 const interruptedMsg = "interrupted by a kilnd restart"
 
-// asyncState is the dispatcher's and the cron engine's share of Server.
+// asyncState is the dispatcher's and the cron engine's share of Service.
 type asyncState struct {
 	concurrency int
 	limits      store.QueueLimits
@@ -67,116 +57,102 @@ type asyncState struct {
 	// coalesces bursts.
 	wake chan struct{}
 	stop chan struct{}
-	once sync.Once
-	// wg counts the dispatcher, the cron engine and every running call.
-	wg sync.WaitGroup
+	// wg counts the dispatcher and the cron engine; the calls they start
+	// are accepted calls, counted by Service.accepted.
+	wg       sync.WaitGroup
+	started  bool
+	stopOnce sync.Once
+}
+
+func (a *asyncState) init(cfg Config) {
+	a.concurrency = orDefault(cfg.AsyncConcurrency, DefaultAsyncConcurrency)
+	a.limits = store.QueueLimits{
+		PerFn: orDefault(cfg.QueuePerFn, DefaultQueuePerFn),
+		Total: orDefault(cfg.QueueTotal, DefaultQueueTotal),
+	}
+	a.wake = make(chan struct{}, 1)
+	a.stop = make(chan struct{})
 }
 
 var errStatusChanged = errors.New("call status changed meanwhile")
 
-func isDetached(r *http.Request) bool { return r.Header.Get("Fn-Invoke-Type") == "detached" }
-
-// enqueue stores a detached call durably and answers 202 only once the
-// store has committed it.
-func (s *Server) enqueue(w http.ResponseWriter, r *http.Request, app *store.App, fn *store.Fn, callID string, body []byte) {
-	header := r.Header.Clone()
-	protocol.StripHopByHop(header)
+// Enqueue stores a detached call of t durably, within the queue bounds,
+// and returns its id only once the store has committed it. req.CallID
+// must be set. A full queue is an errdefs.ErrUnavailable carrying a
+// *store.QueueFullError.
+func (s *Service) Enqueue(ctx context.Context, t *Target, req *protocol.Request) (string, error) {
+	done, err := s.accept()
+	if err != nil {
+		return "", err
+	}
+	defer done()
+	if t.policyErr != nil {
+		return "", t.policyErr
+	}
 	c := &store.Call{
-		ID:    callID,
-		FnID:  fn.ID,
-		AppID: app.ID,
+		ID:    req.CallID,
+		FnID:  t.Fn.ID,
+		AppID: t.App.ID,
 		Request: &store.CallRequest{
-			Method: r.Method,
-			URL:    requestURL(r),
-			Header: header,
-			Body:   body,
+			Method: req.Method,
+			URL:    req.URL,
+			Header: req.Header,
+			Body:   req.Body,
 		},
 	}
-	if err := s.queueCall(r.Context(), c, ""); err != nil {
+	if err := s.queueCall(ctx, c, ""); err != nil {
 		var full *store.QueueFullError
 		switch {
-		case r.Context().Err() != nil:
-			// The client left before the call was stored: it got no 202,
-			// so nothing was accepted and nobody is there to tell.
-			return
 		case errors.As(err, &full) && full.PerFn:
-			w.Header().Set("Retry-After", strconv.Itoa(queueFullRetry))
-			err = errorf(http.StatusServiceUnavailable, "queue for fn %q is full (%d calls waiting)", fn.Name, full.Waiting)
+			return "", reworded{fmt.Sprintf("queue for fn %q is full (%d calls waiting)", t.Fn.Name, full.Waiting), err}
 		case errors.As(err, &full):
-			w.Header().Set("Retry-After", strconv.Itoa(queueFullRetry))
-			err = errorf(http.StatusServiceUnavailable, "async queue is full (%d calls waiting across all fns)", full.Waiting)
-		case errors.Is(err, store.ErrNotFound):
+			return "", reworded{fmt.Sprintf("async queue is full (%d calls waiting across all fns)", full.Waiting), err}
+		case errors.Is(err, errdefs.ErrNotFound):
 			// The fn was deleted between the lookup and the commit.
-			err = fnLookupError(fn.ID, err)
-		default:
-			s.log.WithError(err).WithFields(logrus.Fields{"app": app.Name, "fn": fn.Name, "call_id": callID}).Error("store a detached call")
-			err = fmt.Errorf("store the call: %w", err)
+			return "", fnLookupError(t.Fn.ID, err)
+		case ctx.Err() != nil:
+			return "", ctx.Err()
 		}
-		writeError(w, err)
-		return
+		s.log.WithError(err).WithFields(logrus.Fields{"app": t.App.Name, "fn": t.Fn.Name, "call_id": c.ID}).Error("store a detached call")
+		return "", fmt.Errorf("store the call: %w", err)
 	}
-	writeJSON(w, http.StatusAccepted, map[string]string{"call_id": callID})
+	return c.ID, nil
 }
 
 // queueCall stores c as queued within the queue bounds (and, for a cron
 // fire, only while triggerID still exists) and wakes the dispatcher.
-func (s *Server) queueCall(ctx context.Context, c *store.Call, triggerID string) error {
+func (s *Service) queueCall(ctx context.Context, c *store.Call, triggerID string) error {
 	lim := s.async.limits
 	lim.TriggerID = triggerID
 	if err := s.store.EnqueueCall(ctx, c, lim); err != nil {
 		return err
 	}
-	if s.async.wake != nil {
-		select {
-		case s.async.wake <- struct{}{}:
-		default:
-		}
+	select {
+	case s.async.wake <- struct{}{}:
+	default:
 	}
 	return nil
 }
 
-func orDefault(v, def int) int {
-	if v <= 0 {
-		return def
-	}
-	return v
-}
-
-// startAsync settles calls a crash left running, then starts the
-// dispatcher and the cron engine.
-func (s *Server) startAsync() {
+// startAsync starts the dispatcher and the cron engine.
+func (s *Service) startAsync() {
 	a := &s.async
-	if s.store == nil || a.stop != nil {
-		return
-	}
-	a.concurrency = orDefault(s.cfg.AsyncConcurrency, defaultAsyncConcurrency)
-	a.limits = store.QueueLimits{
-		PerFn: orDefault(s.cfg.QueuePerFn, defaultQueuePerFn),
-		Total: orDefault(s.cfg.QueueTotal, defaultQueueTotal),
-	}
-	a.wake = make(chan struct{}, 1)
-	a.stop = make(chan struct{})
-	// Before the dispatcher starts, so a call requeued here is not also
-	// being claimed.
-	s.recoverInterrupted(context.Background())
+	a.started = true
 	a.wg.Add(2)
 	go s.dispatch()
 	go s.runCron()
 }
 
-// closeAsync stops taking queued calls and cron fires, then waits for
-// the detached calls in flight, each bounded by its deadline. Queued
-// calls stay in the store for the next start. Safe to call more than
-// once; a second caller waits for the first to finish.
-func (s *Server) closeAsync() {
-	a := &s.async
-	if a.stop == nil {
-		return
-	}
-	a.once.Do(func() {
-		close(a.stop)
-		a.wg.Wait()
-	})
+// stopAsync stops taking queued calls and cron fires. Queued calls stay in
+// the store for the next start.
+func (s *Service) stopAsync() {
+	s.async.stopOnce.Do(func() { close(s.async.stop) })
+}
+
+// stopAsyncWait stops async work and waits for its goroutines.
+func (s *Service) stopAsyncWait() {
+	s.stopAsync()
+	s.async.wg.Wait()
 }
 
 // recoverInterrupted settles the calls a previous kilnd left running: it
@@ -185,11 +161,10 @@ func (s *Server) closeAsync() {
 // the records of synchronous calls, whose client has long gone, ends as an
 // error. It runs before the server takes requests, so no running record
 // can belong to a call of this process.
-func (s *Server) recoverInterrupted(ctx context.Context) {
+func (s *Service) recoverInterrupted(ctx context.Context) error {
 	calls, err := s.store.ListCallsByStatus(ctx, store.CallRunning, 0)
 	if err != nil {
-		s.log.WithError(err).Error("find calls interrupted by a restart")
-		return
+		return fmt.Errorf("find calls interrupted by a restart: %w", err)
 	}
 	requeued, failed := 0, 0
 	for _, c := range calls {
@@ -226,11 +201,12 @@ func (s *Server) recoverInterrupted(ctx context.Context) {
 	if requeued+failed > 0 {
 		s.log.WithFields(logrus.Fields{"requeued": requeued, "failed": failed}).Warn("calls were interrupted by a kilnd restart")
 	}
+	return nil
 }
 
 // dispatch claims queued calls oldest first while fewer than concurrency
 // run, and starts each in its own goroutine.
-func (s *Server) dispatch() {
+func (s *Service) dispatch() {
 	a := &s.async
 	defer a.wg.Done()
 	tick := time.NewTicker(pollEvery)
@@ -253,17 +229,21 @@ func (s *Server) dispatch() {
 				if stopping(a.stop) {
 					return
 				}
+				finished, err := s.accept()
+				if err != nil {
+					return // draining: the rest waits for the next start
+				}
 				claimed, err := s.claim(context.Background(), c)
 				if err != nil {
-					if !errors.Is(err, errStatusChanged) && !errors.Is(err, store.ErrNotFound) {
+					finished()
+					if !errors.Is(err, errStatusChanged) && !errors.Is(err, errdefs.ErrNotFound) {
 						s.log.WithError(err).WithField("call_id", c.ID).Warn("claim a queued call")
 					}
 					continue
 				}
 				running++
-				a.wg.Add(1)
 				go func() {
-					defer a.wg.Done()
+					defer finished()
 					s.runDetached(claimed)
 					done <- struct{}{}
 				}()
@@ -291,7 +271,7 @@ func stopping(stop <-chan struct{}) bool {
 
 // claim marks a queued call running and counts the attempt, committed
 // before the call runs, so a crash from here on is seen at the next start.
-func (s *Server) claim(ctx context.Context, c *store.Call) (*store.Call, error) {
+func (s *Service) claim(ctx context.Context, c *store.Call) (*store.Call, error) {
 	now := time.Now().UTC()
 	return s.store.UpdateCall(ctx, c.FnID, c.ID, func(c *store.Call) error {
 		if c.Status != store.CallQueued {
@@ -306,11 +286,11 @@ func (s *Server) claim(ctx context.Context, c *store.Call) (*store.Call, error) 
 }
 
 // runDetached runs one claimed call and records its outcome.
-func (s *Server) runDetached(c *store.Call) {
+func (s *Service) runDetached(c *store.Call) {
 	start := time.Now()
 	ctx := context.Background()
 	log := s.log.WithFields(logrus.Fields{"call_id": c.ID, "fn_id": c.FnID, "attempt": c.Attempts})
-	app, fn, err := s.resolve.fn(ctx, c.FnID)
+	t, err := s.targets.fn(ctx, c.FnID)
 	if err != nil {
 		// Deleting a fn deletes its calls too, so this record is most
 		// likely gone; recording is best effort.
@@ -318,13 +298,17 @@ func (s *Server) runDetached(c *store.Call) {
 		s.finishDetached(ctx, log, c, store.CallError, "fn deleted", nil)
 		return
 	}
-	log = log.WithFields(logrus.Fields{"app": app.Name, "fn": fn.Name})
+	log = log.WithFields(logrus.Fields{"app": t.App.Name, "fn": t.Fn.Name})
 	if c.Request == nil {
 		s.finishDetached(ctx, log, c, store.CallError, "no request was stored for this call", nil)
 		return
 	}
-	deadline := start.Add(fnTimeout(fn))
-	// Not tied to shutdown: closeAsync lets a started call finish, and the
+	if t.policyErr != nil {
+		s.finishDetached(ctx, log, c, store.CallError, t.policyErr.Error(), nil)
+		return
+	}
+	deadline := start.Add(fnTimeout(t.Fn))
+	// Not tied to shutdown: Close lets an accepted call finish, and the
 	// deadline bounds how long that takes.
 	cctx, cancel := context.WithDeadline(ctx, deadline)
 	defer cancel()
@@ -339,7 +323,7 @@ func (s *Server) runDetached(c *store.Call) {
 	logs := &callLog{max: s.cfg.CallLogCap}
 	// The response has no one to go to: a detached call's outcome is its
 	// record and its log.
-	_, err = s.execute(cctx, app, fn, req, logs)
+	_, err = s.execute(cctx, t, req, logs)
 	if busy(err) {
 		// Sync calls had the node's capacity for the whole deadline (or
 		// containerd is restarting): the call did not run, so it goes
@@ -352,20 +336,22 @@ func (s *Server) runDetached(c *store.Call) {
 	}
 	status, msg := store.CallSuccess, ""
 	if err != nil {
+		err = callError(t.Fn, err)
 		status, msg = callStatus(err), err.Error()
 		log.WithError(err).Warn("detached call failed")
 	}
 	s.finishDetached(ctx, log, c, status, msg, logs)
-	s.cfg.Metrics.ObserveCall(app.Name, fn.Name, status, time.Since(start))
+	s.mx.ObserveCall(t.App.Name, t.Fn.Name, status, time.Since(start))
 }
 
-// busy reports an error that means the call never reached a container.
+// busy reports an error that means the call never reached a container:
+// the pool had no room before the deadline, or containerd was away.
 func busy(err error) bool {
-	return errors.Is(err, pool.ErrNoCapacity) || (errors.Is(err, errdefs.ErrUnavailable) && !errors.Is(err, pool.ErrClosed))
+	return errors.Is(err, errdefs.ErrUnavailable)
 }
 
 // requeue puts a claimed call that never ran back in the queue.
-func (s *Server) requeue(ctx context.Context, log *logrus.Entry, c *store.Call) {
+func (s *Service) requeue(ctx context.Context, log *logrus.Entry, c *store.Call) {
 	_, err := s.store.UpdateCall(ctx, c.FnID, c.ID, func(c *store.Call) error {
 		c.Status = store.CallQueued
 		c.StartedAt = nil
@@ -383,7 +369,7 @@ func (s *Server) requeue(ctx context.Context, log *logrus.Entry, c *store.Call) 
 // transaction. The stored request is dropped: a finished call is never
 // run again, and bodies of up to MaxBody would otherwise pile up in the
 // records retention keeps.
-func (s *Server) finishDetached(ctx context.Context, log *logrus.Entry, c *store.Call, status, msg string, logs *callLog) {
+func (s *Service) finishDetached(ctx context.Context, log *logrus.Entry, c *store.Call, status, msg string, logs *callLog) {
 	done := time.Now().UTC()
 	c.Status, c.Error, c.CompletedAt = status, msg, &done
 	c.Request = nil
@@ -417,3 +403,13 @@ func (q *repeatLog) report(log *logrus.Entry, what string, err error) {
 	}
 	log.WithError(err).Debug(what)
 }
+
+// reworded gives an error a message for people (a fn's name rather than
+// its id) and keeps what it wraps for errors.Is and errors.As.
+type reworded struct {
+	msg string
+	err error
+}
+
+func (r reworded) Error() string { return r.msg }
+func (r reworded) Unwrap() error { return r.err }

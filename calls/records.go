@@ -1,12 +1,14 @@
-package api
+package calls
 
 import (
 	"context"
+	"errors"
 	"sync"
 	"time"
 
 	"github.com/sirupsen/logrus"
 
+	"github.com/kiln-run/kiln/errdefs"
 	"github.com/kiln-run/kiln/store"
 )
 
@@ -78,6 +80,7 @@ type recorder struct {
 	// calls pool.Close does not wait for (cold ones) may finish after the
 	// recorder stopped, and their records must not be dropped.
 	mu        sync.RWMutex
+	running   bool
 	closed    bool
 	closeOnce sync.Once
 
@@ -88,26 +91,30 @@ type recorder struct {
 const flushEvery = 25 * time.Millisecond
 
 func newRecorder(st *store.Store, log *logrus.Entry, keepN int, keepFor time.Duration) *recorder {
-	r := &recorder{store: st, log: log, items: make(chan recordItem, 4096), keepN: keepN, keepFor: keepFor, stop: make(chan struct{})}
+	return &recorder{store: st, log: log, items: make(chan recordItem, 4096), keepN: keepN, keepFor: keepFor, stop: make(chan struct{})}
+}
+
+// open starts the writer. Until then, and after close, records are
+// written one by one as they are put.
+func (r *recorder) open() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.running || r.closed {
+		return
+	}
+	r.running = true
 	r.wg.Add(1)
 	go r.run()
-	return r
 }
 
 // start makes a running sync call visible without writing it anywhere.
 func (r *recorder) start(c *store.Call) {
-	if r == nil {
-		return
-	}
 	cp := *c
 	r.live.Store(liveKey(c), &cp)
 }
 
 // inFlight returns a sync call that is running or not yet flushed.
 func (r *recorder) inFlight(fnID, callID string) (*store.Call, bool) {
-	if r == nil {
-		return nil, false
-	}
 	v, ok := r.live.Load(liveKey(&store.Call{FnID: fnID, ID: callID}))
 	if !ok {
 		return nil, false
@@ -118,14 +125,11 @@ func (r *recorder) inFlight(fnID, callID string) (*store.Call, bool) {
 // put queues a copy of c (the caller may keep changing its own) for the
 // store, replacing what start showed once it is written.
 func (r *recorder) put(c *store.Call, log *callLog) {
-	if r == nil {
-		return
-	}
 	cp := *c
 	it := recordItem{key: liveKey(c), call: &cp, log: log}
 	r.live.Store(it.key, &cp)
 	r.mu.RLock()
-	if !r.closed {
+	if r.running && !r.closed {
 		r.items <- it
 		r.mu.RUnlock()
 		return
@@ -203,6 +207,19 @@ func (r *recorder) close() {
 		r.closed = true
 		r.mu.Unlock()
 		close(r.stop)
-		r.wg.Wait()
+		r.wg.Wait() // a no-op if it never ran
 	})
+}
+
+// GetCall returns a call's record: from the store, or, for a sync call
+// still running or not yet written, from memory (the store gets one
+// record per sync call, at its end).
+func (s *Service) GetCall(ctx context.Context, fnID, callID string) (*store.Call, error) {
+	c, err := s.store.GetCall(ctx, fnID, callID)
+	if errors.Is(err, errdefs.ErrNotFound) {
+		if live, ok := s.records.inFlight(fnID, callID); ok {
+			return live, nil
+		}
+	}
+	return c, err
 }

@@ -1,4 +1,4 @@
-package api
+package calls
 
 import (
 	"context"
@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kiln-run/kiln/errdefs"
 	"github.com/kiln-run/kiln/protocol"
 	"github.com/kiln-run/kiln/store"
 )
@@ -41,21 +42,20 @@ func TestValidateCronSchedule(t *testing.T) {
 		{"0 0 31 2 *", "never fires"},
 		{"TZ=UTC", "time zone prefix"},
 		{"CRON_TZ=Nowhere/City * * * * *", "is not a 5-field cron expression"},
-		{"* * * * * " + strings.Repeat("x", maxSourceLen), "at most"},
 	} {
 		name := tt.src
 		if len(name) > 40 {
 			name = name[:40] + "..."
 		}
 		t.Run(name, func(t *testing.T) {
-			err := validateCronSchedule(tt.src)
+			err := ValidateCronSchedule(tt.src)
 			if tt.problem == "" {
 				if err != nil {
 					t.Fatalf("rejected: %v", err)
 				}
 				return
 			}
-			if err == nil || !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), tt.problem) {
+			if err == nil || !errors.Is(err, errdefs.ErrInvalid) || !strings.Contains(err.Error(), tt.problem) {
 				t.Fatalf("err = %v, want an invalid error mentioning %q", err, tt.problem)
 			}
 			if !strings.HasPrefix(err.Error(), "invalid trigger source") {
@@ -105,15 +105,17 @@ func TestCronTriggerFires(t *testing.T) {
 	st := asyncStore(t)
 	_, fn := asyncFn(t, st, "f")
 	rec := &cronRecorder{}
-	srv := startAsyncServer(t, st, Config{}, rec.run)
-	e := &testEnv{t: t, st: st, srv: srv}
+	startService(t, st, Config{}, rec.run)
 
-	// Created through the API after the start: the engine finds it on
-	// its next read of the store.
-	trig := ok[triggerJSON](e, "POST", "/v2/triggers", map[string]any{
-		"name": "tick", "fn_id": fn.ID, "type": "cron", "source": "@every 1s",
-		"annotations": map[string]any{cronBodyAnnotation: "tick body"},
+	// Created after the start: the engine finds it on its next read of
+	// the store.
+	trig, err := st.CreateTrigger(context.Background(), &store.Trigger{
+		Name: "tick", AppID: fn.AppID, FnID: fn.ID, Type: store.TriggerCron, Source: "@every 1s",
+		Annotations: map[string]any{cronBodyAnnotation: "tick body"},
 	})
+	if err != nil {
+		t.Fatal(err)
+	}
 	waitUntil(t, 15*time.Second, "4 cron fires", func() bool { return rec.count() >= 4 })
 
 	reqs, times := rec.snapshot()
@@ -143,7 +145,9 @@ func TestCronTriggerFires(t *testing.T) {
 		return len(calls) >= 4
 	})
 
-	wantStatus(t, e.do("DELETE", "/v2/triggers/"+trig.ID, nil), 200)
+	if err := st.DeleteTrigger(context.Background(), trig.ID); err != nil {
+		t.Fatal(err)
+	}
 	// Every fire stored before the delete committed is counted here; none
 	// may follow it.
 	n := countCalls(t, st, fn.ID)
@@ -167,14 +171,15 @@ func TestCronTriggerChanges(t *testing.T) {
 		t.Fatal(err)
 	}
 	rec := &cronRecorder{}
-	srv := startAsyncServer(t, st, Config{}, rec.run)
-	e := &testEnv{t: t, st: st, srv: srv}
+	svc := startService(t, st, Config{}, rec.run)
 
 	time.Sleep(1500 * time.Millisecond)
 	if n := rec.count(); n != 0 {
 		t.Fatalf("%d fires of an hourly trigger", n)
 	}
-	ok[triggerJSON](e, "PUT", "/v2/triggers/"+slow.ID, map[string]any{"source": "@every 1s"})
+	if _, err := st.UpdateTrigger(ctx, slow.ID, func(t *store.Trigger) error { t.Source = "@every 1s"; return nil }); err != nil {
+		t.Fatal(err)
+	}
 	waitUntil(t, 10*time.Second, "fires after the schedule changed", func() bool { return rec.count() >= 2 })
 	reqs, _ := rec.snapshot()
 	for _, req := range reqs {
@@ -184,10 +189,10 @@ func TestCronTriggerChanges(t *testing.T) {
 	}
 
 	// Stopping the engine stops the fires.
-	srv.closeAsync()
+	svc.stopAsyncWait()
 	n := rec.count()
 	time.Sleep(1500 * time.Millisecond)
 	if rec.count() != n {
-		t.Fatal("a cron trigger fired after closeAsync")
+		t.Fatal("a cron trigger fired after the engine stopped")
 	}
 }

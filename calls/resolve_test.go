@@ -1,4 +1,4 @@
-package api
+package calls
 
 import (
 	"context"
@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/kiln-run/kiln/errdefs"
 	"github.com/kiln-run/kiln/store"
 )
 
@@ -25,31 +26,31 @@ func TestResolverSeesEveryChange(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := newResolver(st)
+	r := newResolver(st, false)
 	for i := 0; i < 2; i++ {
-		if _, fn, err := r.trigger(ctx, "a", "/t"); err != nil || fn.ID != fn1.ID {
-			t.Fatalf("lookup %d: %v %v", i, fn, err)
+		if tg, err := r.trigger(ctx, "a", "/t"); err != nil || tg.Fn.ID != fn1.ID {
+			t.Fatalf("lookup %d: %v %v", i, tg, err)
 		}
 	}
 	if _, err := st.UpdateTrigger(ctx, trig.ID, func(t *store.Trigger) error { t.FnID = fn2.ID; return nil }); err != nil {
 		t.Fatal(err)
 	}
-	if _, fn, err := r.trigger(ctx, "a", "/t"); err != nil || fn.ID != fn2.ID {
-		t.Fatalf("after the trigger moved: %v %v", fn, err)
+	if tg, err := r.trigger(ctx, "a", "/t"); err != nil || tg.Fn.ID != fn2.ID {
+		t.Fatalf("after the trigger moved: %v %v", tg, err)
 	}
 	if _, err := st.UpdateFn(ctx, fn2.ID, func(f *store.Fn) error { f.Memory = 256; return nil }); err != nil {
 		t.Fatal(err)
 	}
-	if _, fn, _ := r.fn(ctx, fn2.ID); fn.Memory != 256 {
-		t.Fatalf("fn update not seen: memory %d", fn.Memory)
+	if tg, _ := r.fn(ctx, fn2.ID); tg.Fn.Memory != 256 {
+		t.Fatalf("fn update not seen: memory %d", tg.Fn.Memory)
 	}
 	if err := st.DeleteFn(ctx, fn2.ID); err != nil {
 		t.Fatal(err)
 	}
-	if _, _, err := r.fn(ctx, fn2.ID); !errors.Is(err, store.ErrNotFound) {
+	if _, err := r.fn(ctx, fn2.ID); !errors.Is(err, errdefs.ErrNotFound) {
 		t.Fatalf("deleted fn still resolves: %v", err)
 	}
-	if _, _, err := r.trigger(ctx, "a", "/t"); !errors.Is(err, store.ErrNotFound) {
+	if _, err := r.trigger(ctx, "a", "/t"); !errors.Is(err, errdefs.ErrNotFound) {
 		t.Fatalf("trigger of a deleted fn still resolves: %v", err)
 	}
 }

@@ -1,4 +1,4 @@
-package api
+package calls
 
 import (
 	"context"
@@ -12,6 +12,7 @@ import (
 	"github.com/robfig/cron/v3"
 	"github.com/sirupsen/logrus"
 
+	"github.com/kiln-run/kiln/errdefs"
 	"github.com/kiln-run/kiln/store"
 )
 
@@ -31,21 +32,23 @@ import (
 // body of every call the trigger fires.
 const cronBodyAnnotation = "kiln.io/cron-body"
 
-// validateCronSchedule checks a cron trigger's source the way the engine
+// ValidateCronSchedule checks a cron trigger's source the way the engine
 // will read it, so a schedule that could never fire fails at create time.
-func validateCronSchedule(src string) error {
+// Its errors wrap errdefs.ErrInvalid and name the field.
+func ValidateCronSchedule(src string) error {
 	_, err := parseCronSchedule(src)
 	return err
+}
+
+func invalidSource(format string, args ...any) error {
+	return fmt.Errorf("%w trigger source: %s", errdefs.ErrInvalid, fmt.Sprintf(format, args...))
 }
 
 func parseCronSchedule(src string) (sched cron.Schedule, err error) {
 	const help = "a 5-field cron expression (minute hour day-of-month month day-of-week), a descriptor such as @hourly, or @every <duration>"
 	spec := strings.TrimSpace(src)
 	if spec == "" {
-		return nil, invalid("trigger", "source", "required: %s", help)
-	}
-	if len(src) > maxSourceLen {
-		return nil, invalid("trigger", "source", "must be at most %d characters", maxSourceLen)
+		return nil, invalidSource("required: %s", help)
 	}
 	body := spec
 	if strings.HasPrefix(spec, "TZ=") || strings.HasPrefix(spec, "CRON_TZ=") {
@@ -53,7 +56,7 @@ func parseCronSchedule(src string) (sched cron.Schedule, err error) {
 		// panics when there is none.
 		i := strings.Index(spec, " ")
 		if i < 0 {
-			return nil, invalid("trigger", "source", "%q: a time zone prefix must be followed by a schedule", src)
+			return nil, invalidSource("%q: a time zone prefix must be followed by a schedule", src)
 		}
 		body = strings.TrimSpace(spec[i:])
 	}
@@ -62,27 +65,27 @@ func parseCronSchedule(src string) (sched cron.Schedule, err error) {
 		d, err := time.ParseDuration(strings.TrimSpace(rest))
 		switch {
 		case err != nil:
-			return nil, invalid("trigger", "source", "%q: %v", src, err)
+			return nil, invalidSource("%q: %v", src, err)
 		case d < time.Second:
-			return nil, invalid("trigger", "source", "%q: the interval must be at least 1s", src)
+			return nil, invalidSource("%q: the interval must be at least 1s", src)
 		case d%time.Second != 0:
-			return nil, invalid("trigger", "source", "%q: the interval must be whole seconds", src)
+			return nil, invalidSource("%q: the interval must be whole seconds", src)
 		}
 	}
 	defer func() {
 		// Anyone who may create triggers controls this string; a parser
 		// bug must not take kilnd down.
 		if r := recover(); r != nil {
-			sched, err = nil, invalid("trigger", "source", "%q is not %s", src, help)
+			sched, err = nil, invalidSource("%q is not %s", src, help)
 		}
 	}()
 	sched, err = cron.ParseStandard(spec)
 	if err != nil {
-		return nil, invalid("trigger", "source", "%q is not %s: %v", src, help, err)
+		return nil, invalidSource("%q is not %s: %v", src, help, err)
 	}
 	// The parser gives up looking after five years and answers zero.
 	if sched.Next(time.Now()).IsZero() {
-		return nil, invalid("trigger", "source", "%q never fires", src)
+		return nil, invalidSource("%q never fires", src)
 	}
 	return sched, nil
 }
@@ -100,7 +103,7 @@ type cronEntry struct {
 // store's cron triggers with its own copy every pollEvery. A deleted
 // trigger also cannot fire in between: the fire's call is only stored
 // while the trigger exists, checked in the same transaction.
-func (s *Server) runCron() {
+func (s *Service) runCron() {
 	a := &s.async
 	defer a.wg.Done()
 	entries := map[string]*cronEntry{}
@@ -142,7 +145,7 @@ func (s *Server) runCron() {
 // syncCron brings entries in line with the store's cron triggers. An
 // entry keeps its next fire while its source is unchanged, so editing a
 // trigger's annotations does not shift its schedule.
-func (s *Server) syncCron(ctx context.Context, entries map[string]*cronEntry, now time.Time) error {
+func (s *Service) syncCron(ctx context.Context, entries map[string]*cronEntry, now time.Time) error {
 	trigs, err := s.store.ListTriggersByType(ctx, store.TriggerCron)
 	if err != nil {
 		return err
@@ -194,7 +197,7 @@ func dueEntries(entries map[string]*cronEntry, now time.Time) []*cronEntry {
 }
 
 // fireCron queues one call of t's fn.
-func (s *Server) fireCron(ctx context.Context, t *store.Trigger) {
+func (s *Service) fireCron(ctx context.Context, t *store.Trigger) {
 	var body []byte
 	if v, ok := t.Annotations[cronBodyAnnotation].(string); ok {
 		body = []byte(v)
@@ -215,9 +218,9 @@ func (s *Server) fireCron(ctx context.Context, t *store.Trigger) {
 	switch {
 	case err == nil:
 		log.Debug("cron trigger fired")
-	case errors.Is(err, store.ErrNotFound):
+	case errors.Is(err, errdefs.ErrNotFound):
 		log.WithError(err).Debug("cron trigger or its fn is gone; not fired")
-	case errors.Is(err, store.ErrQueueFull):
+	case errors.Is(err, errdefs.ErrUnavailable):
 		log.WithError(err).Warn("cron fire dropped: the queue is full")
 	default:
 		log.WithError(fmt.Errorf("store the call: %w", err)).Error("cron fire dropped")

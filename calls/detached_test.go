@@ -1,13 +1,11 @@
-package api
+package calls
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
-	"net/http/httptest"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -18,6 +16,7 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/kiln-run/kiln/errdefs"
+	"github.com/kiln-run/kiln/executor"
 	"github.com/kiln-run/kiln/pool"
 	"github.com/kiln-run/kiln/protocol"
 	"github.com/kiln-run/kiln/store"
@@ -29,11 +28,11 @@ type asyncRuntime struct {
 	run func(ctx context.Context, req *protocol.Request, logs io.Writer) (*protocol.Response, error)
 }
 
-func (r *asyncRuntime) StartHot(context.Context, *store.App, *store.Fn) (HotInstance, error) {
+func (r *asyncRuntime) StartHot(context.Context, *executor.Function) (Instance, error) {
 	return nil, errors.New("asyncRuntime starts no hot containers")
 }
 
-func (r *asyncRuntime) RunCold(ctx context.Context, _ *store.App, _ *store.Fn, req *protocol.Request, logs io.Writer) (*protocol.Response, error) {
+func (r *asyncRuntime) RunCold(ctx context.Context, _ *executor.Function, req *protocol.Request, logs io.Writer) (*protocol.Response, error) {
 	return r.run(ctx, req, logs)
 }
 
@@ -58,7 +57,7 @@ func asyncFn(t *testing.T, st *store.Store, name string) (*store.App, *store.Fn)
 	t.Helper()
 	ctx := context.Background()
 	app, err := st.GetAppByName(ctx, "async")
-	if errors.Is(err, store.ErrNotFound) {
+	if errors.Is(err, errdefs.ErrNotFound) {
 		app, err = st.CreateApp(ctx, &store.App{Name: "async"})
 	}
 	if err != nil {
@@ -71,49 +70,46 @@ func asyncFn(t *testing.T, st *store.Store, name string) (*store.App, *store.Fn)
 	return app, fn
 }
 
-// startAsyncServer starts a Server on st; it is closed at the end of the
-// test, so a test that stops one early uses closeAsync, not Close.
-func startAsyncServer(t *testing.T, st *store.Store, cfg Config, run func(context.Context, *protocol.Request, io.Writer) (*protocol.Response, error)) *Server {
+// startService opens a Service on st whose cold calls run with run; it is
+// closed at the end of the test.
+func startService(t *testing.T, st *store.Store, cfg Config, run func(context.Context, *protocol.Request, io.Writer) (*protocol.Response, error)) *Service {
 	t.Helper()
 	log := logrus.New()
 	log.SetOutput(io.Discard)
 	cfg.Store = st
 	cfg.Runtime = &asyncRuntime{run: run}
 	cfg.Logger = logrus.NewEntry(log)
-	srv := New(cfg)
-	t.Cleanup(srv.Close)
-	return srv
+	svc := New(cfg)
+	if err := svc.Open(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = svc.Close(context.Background()) })
+	return svc
 }
 
-func detach(t *testing.T, srv *Server, fnID, body string, headers ...string) *httptest.ResponseRecorder {
+// detach queues a detached call of fnID; headers are name, value pairs.
+func detach(t *testing.T, svc *Service, fnID, body string, headers ...string) (string, error) {
 	t.Helper()
-	req := httptest.NewRequest("POST", "/invoke/"+fnID, strings.NewReader(body))
-	req.Header.Set("Fn-Invoke-Type", "detached")
-	for i := 0; i+1 < len(headers); i += 2 {
-		req.Header.Set(headers[i], headers[i+1])
+	target, err := svc.ByFn(context.Background(), fnID)
+	if err != nil {
+		t.Fatal(err)
 	}
-	rec := httptest.NewRecorder()
-	srv.ServeHTTP(rec, req)
-	return rec
+	h := http.Header{}
+	for i := 0; i+1 < len(headers); i += 2 {
+		h.Set(headers[i], headers[i+1])
+	}
+	req := &protocol.Request{CallID: svc.NewCallID(), Method: "POST", URL: "http://example.com/invoke/" + fnID, Header: h, Body: []byte(body)}
+	return svc.Enqueue(context.Background(), target, req)
 }
 
 // detachOK queues a call that must be accepted and returns its id.
-func detachOK(t *testing.T, srv *Server, fnID, body string, headers ...string) string {
+func detachOK(t *testing.T, svc *Service, fnID, body string, headers ...string) string {
 	t.Helper()
-	rec := detach(t, srv, fnID, body, headers...)
-	if rec.Code != http.StatusAccepted {
-		t.Fatalf("detached call: %d %s", rec.Code, rec.Body)
+	id, err := detach(t, svc, fnID, body, headers...)
+	if err != nil || id == "" {
+		t.Fatalf("detached call: %q, %v", id, err)
 	}
-	var out struct {
-		CallID string `json:"call_id"`
-	}
-	if err := json.Unmarshal(rec.Body.Bytes(), &out); err != nil || out.CallID == "" {
-		t.Fatalf("202 body %q: %v", rec.Body, err)
-	}
-	if h := rec.Header().Get("Fn-Call-Id"); h != out.CallID {
-		t.Fatalf("Fn-Call-Id %q, body call_id %q", h, out.CallID)
-	}
-	return out.CallID
+	return id
 }
 
 func waitUntil(t *testing.T, timeout time.Duration, what string, cond func() bool) {
@@ -150,57 +146,35 @@ func waitFinal(t *testing.T, st *store.Store, fnID, callID string) *store.Call {
 	return c
 }
 
-// headerHook runs before the status line is written.
-type headerHook struct {
-	*httptest.ResponseRecorder
-	before func(h http.Header, code int)
-}
-
-func (w *headerHook) WriteHeader(code int) {
-	w.before(w.Header(), code)
-	w.ResponseRecorder.WriteHeader(code)
-}
-
+// TestDetachedAcceptedAfterCommit: once Enqueue returns, the call and
+// its request are in the store; the dispatcher then runs it with the
+// fn's deadline and records the outcome and the log.
 func TestDetachedAcceptedAfterCommit(t *testing.T) {
 	st := asyncStore(t)
 	_, fn := asyncFn(t, st, "f")
 	release := make(chan struct{})
 	reqs := make(chan *protocol.Request, 1)
-	srv := startAsyncServer(t, st, Config{}, func(ctx context.Context, req *protocol.Request, logs io.Writer) (*protocol.Response, error) {
+	// The function is held back until the record has been checked.
+	gate := make(chan struct{})
+	svc := startService(t, st, Config{}, func(ctx context.Context, req *protocol.Request, logs io.Writer) (*protocol.Response, error) {
+		<-gate
 		reqs <- req
 		fmt.Fprintf(logs, "working on %s\n", req.Body)
 		<-release
 		return &protocol.Response{Status: 200, Body: []byte("nobody reads this")}, nil
 	})
-
-	var storedFirst bool
-	rec := &headerHook{ResponseRecorder: httptest.NewRecorder(), before: func(h http.Header, code int) {
-		c, err := st.GetCall(context.Background(), fn.ID, h.Get("Fn-Call-Id"))
-		storedFirst = code == http.StatusAccepted && err == nil && c.Request != nil && string(c.Request.Body) == "payload"
-	}}
-	if _, err := st.CreateTrigger(context.Background(), &store.Trigger{AppID: fn.AppID, FnID: fn.ID, Name: "f", Type: store.TriggerHTTP, Source: "/f"}); err != nil {
-		t.Fatal(err)
+	id := detachOK(t, svc, fn.ID, "payload", "X-Custom", "kept")
+	c, err := st.GetCall(context.Background(), fn.ID, id)
+	if err != nil || c.Request == nil || string(c.Request.Body) != "payload" {
+		t.Fatalf("after Enqueue returned: %+v, %v", c, err)
 	}
-	req := httptest.NewRequest("PUT", "/t/async/f?q=1", strings.NewReader("payload"))
-	req.Header.Set("Fn-Invoke-Type", "detached")
-	req.Header.Set("X-Custom", "kept")
-	req.Header.Set("Connection", "X-Hop")
-	req.Header.Set("X-Hop", "dropped")
-	req.Header.Set("Keep-Alive", "timeout=5")
-	srv.ServeHTTP(rec, req)
-	if rec.Code != http.StatusAccepted || !storedFirst {
-		t.Fatalf("answered %d %s; stored before the answer: %v", rec.Code, rec.Body, storedFirst)
-	}
-	id := rec.Header().Get("Fn-Call-Id")
-	if !strings.Contains(rec.Body.String(), `"call_id":"`+id+`"`) {
-		t.Fatalf("body %s", rec.Body)
-	}
+	close(gate)
 
 	got := <-reqs
-	if got.CallID != id || got.Method != "PUT" || got.URL != "http://example.com/t/async/f?q=1" || string(got.Body) != "payload" {
+	if got.CallID != id || got.Method != "POST" || got.URL != "http://example.com/invoke/"+fn.ID || string(got.Body) != "payload" {
 		t.Fatalf("function got %+v", got)
 	}
-	if got.Header.Get("X-Custom") != "kept" || got.Header.Get("X-Hop") != "" || got.Header.Get("Keep-Alive") != "" || got.Header.Get("Connection") != "" {
+	if got.Header.Get("X-Custom") != "kept" {
 		t.Fatalf("function got headers %v", got.Header)
 	}
 	if left := time.Until(got.Deadline); left < 4*time.Second || left > 5*time.Second {
@@ -212,7 +186,7 @@ func TestDetachedAcceptedAfterCommit(t *testing.T) {
 	}
 
 	close(release)
-	c := waitFinal(t, st, fn.ID, id)
+	c = waitFinal(t, st, fn.ID, id)
 	if c.Status != store.CallSuccess || c.Error != "" || c.Attempts != 1 || c.CompletedAt == nil || c.Request != nil {
 		t.Fatalf("finished: %+v", c)
 	}
@@ -220,17 +194,15 @@ func TestDetachedAcceptedAfterCommit(t *testing.T) {
 	if err != nil || string(log) != "working on payload\n" {
 		t.Fatalf("log %q, %v", log, err)
 	}
-	// The API shows the record like any other.
-	e := &testEnv{t: t, st: st, srv: srv}
-	if view := ok[store.Call](e, "GET", "/v2/fns/"+fn.ID+"/calls/"+id, nil); view.Status != store.CallSuccess {
-		t.Fatalf("API view %+v", view)
+	if view, err := svc.GetCall(context.Background(), fn.ID, id); err != nil || view.Status != store.CallSuccess {
+		t.Fatalf("GetCall: %+v, %v", view, err)
 	}
 }
 
 func TestDetachedOutcomes(t *testing.T) {
 	st := asyncStore(t)
 	_, fn := asyncFn(t, st, "f")
-	srv := startAsyncServer(t, st, Config{CallLogCap: 64}, func(ctx context.Context, req *protocol.Request, logs io.Writer) (*protocol.Response, error) {
+	svc := startService(t, st, Config{CallLogCap: 64}, func(ctx context.Context, req *protocol.Request, logs io.Writer) (*protocol.Response, error) {
 		switch req.Header.Get("X-Action") {
 		case "fail":
 			fmt.Fprintln(logs, "about to crash")
@@ -256,7 +228,7 @@ func TestDetachedOutcomes(t *testing.T) {
 		{"500", store.CallSuccess, "", ""},
 	} {
 		t.Run("action="+tt.action, func(t *testing.T) {
-			id := detachOK(t, srv, fn.ID, "x", "X-Action", tt.action)
+			id := detachOK(t, svc, fn.ID, "x", "X-Action", tt.action)
 			c := waitFinal(t, st, fn.ID, id)
 			if c.Status != tt.status || !strings.Contains(c.Error, tt.errContains) || (tt.errContains == "" && c.Error != "") {
 				t.Fatalf("status %q error %q, want %q mentioning %q", c.Status, c.Error, tt.status, tt.errContains)
@@ -272,7 +244,7 @@ func TestDetachedOutcomes(t *testing.T) {
 			t.Fatal(err)
 		}
 		start := time.Now()
-		id := detachOK(t, srv, fn.ID, "x", "X-Action", "timeout")
+		id := detachOK(t, svc, fn.ID, "x", "X-Action", "timeout")
 		c := waitFinal(t, st, fn.ID, id)
 		if c.Status != store.CallTimeout || time.Since(start) > 5*time.Second {
 			t.Fatalf("%+v after %s", c, time.Since(start))
@@ -284,24 +256,25 @@ func TestQueueBounds(t *testing.T) {
 	st := asyncStore(t)
 	_, f := asyncFn(t, st, "f")
 	_, g := asyncFn(t, st, "g")
-	srv := startAsyncServer(t, st, Config{QueuePerFn: 2, QueueTotal: 3}, echoRun)
+	svc := startService(t, st, Config{QueuePerFn: 2, QueueTotal: 3}, echoRun)
 	// With the dispatcher stopped, accepted calls stay queued and the
 	// bounds are deterministic.
-	srv.closeAsync()
+	svc.stopAsyncWait()
 
-	detachOK(t, srv, f.ID, "1")
-	detachOK(t, srv, f.ID, "2")
-	rec := detach(t, srv, f.ID, "3")
-	wantStatus(t, rec, http.StatusServiceUnavailable, `queue for fn "f" is full (2 calls waiting)`)
-	if rec.Header().Get("Retry-After") == "" {
-		t.Fatal("no Retry-After")
+	full := func(err error, want string) {
+		t.Helper()
+		var qf *store.QueueFullError
+		if !errors.As(err, &qf) || !errors.Is(err, errdefs.ErrUnavailable) || !strings.Contains(err.Error(), want) {
+			t.Fatalf("%v, want a full queue (%q)", err, want)
+		}
 	}
-	detachOK(t, srv, g.ID, "4")
-	rec = detach(t, srv, g.ID, "5")
-	wantStatus(t, rec, http.StatusServiceUnavailable, "queue is full (3 calls waiting")
-	if rec.Header().Get("Retry-After") == "" {
-		t.Fatal("no Retry-After")
-	}
+	detachOK(t, svc, f.ID, "1")
+	detachOK(t, svc, f.ID, "2")
+	_, err := detach(t, svc, f.ID, "3")
+	full(err, `queue for fn "f" is full (2 calls waiting)`)
+	detachOK(t, svc, g.ID, "4")
+	_, err = detach(t, svc, g.ID, "5")
+	full(err, "queue is full (3 calls waiting")
 	if total, _, _ := st.CountQueued(context.Background()); total != 3 {
 		t.Fatalf("%d queued, want 3", total)
 	}
@@ -342,7 +315,7 @@ func TestRecoverInterrupted(t *testing.T) {
 
 	var mu sync.Mutex
 	runs := map[string]int{}
-	startAsyncServer(t, st, Config{}, func(ctx context.Context, req *protocol.Request, logs io.Writer) (*protocol.Response, error) {
+	startService(t, st, Config{}, func(ctx context.Context, req *protocol.Request, logs io.Writer) (*protocol.Response, error) {
 		mu.Lock()
 		runs[string(req.Body)]++
 		mu.Unlock()
@@ -379,12 +352,12 @@ func TestRecoverInterrupted(t *testing.T) {
 	}
 }
 
-func TestCloseAsyncWaitsForInFlight(t *testing.T) {
+func TestCloseWaitsForDetachedInFlight(t *testing.T) {
 	st := asyncStore(t)
 	_, fn := asyncFn(t, st, "f")
 	release := make(chan struct{})
 	started := make(chan string, 10)
-	srv := startAsyncServer(t, st, Config{AsyncConcurrency: 1}, func(ctx context.Context, req *protocol.Request, logs io.Writer) (*protocol.Response, error) {
+	svc := startService(t, st, Config{AsyncConcurrency: 1}, func(ctx context.Context, req *protocol.Request, logs io.Writer) (*protocol.Response, error) {
 		started <- req.CallID
 		select {
 		case <-release:
@@ -393,29 +366,32 @@ func TestCloseAsyncWaitsForInFlight(t *testing.T) {
 		}
 		return echoRun(ctx, req, logs)
 	})
-	first := detachOK(t, srv, fn.ID, "1")
+	first := detachOK(t, svc, fn.ID, "1")
 	if id := <-started; id != first {
 		t.Fatalf("started %s first, want %s", id, first)
 	}
-	rest := []string{detachOK(t, srv, fn.ID, "2"), detachOK(t, srv, fn.ID, "3")}
+	rest := []string{detachOK(t, svc, fn.ID, "2"), detachOK(t, svc, fn.ID, "3")}
 
 	closed := make(chan struct{})
 	go func() {
-		srv.closeAsync()
+		_ = svc.Close(context.Background())
 		close(closed)
 	}()
 	select {
 	case <-closed:
-		t.Fatal("closeAsync returned while a call was running")
+		t.Fatal("Close returned while a call was running")
 	case <-time.After(300 * time.Millisecond):
+	}
+	if _, err := detach(t, svc, fn.ID, "late"); !errors.Is(err, errdefs.ErrUnavailable) {
+		t.Fatalf("a call while draining: %v, want ErrUnavailable", err)
 	}
 	close(release)
 	select {
 	case <-closed:
 	case <-time.After(5 * time.Second):
-		t.Fatal("closeAsync did not return after the call finished")
+		t.Fatal("Close did not return after the call finished")
 	}
-	srv.closeAsync() // a second close is harmless
+	_ = svc.Close(context.Background()) // a second close is harmless
 
 	if c := getCall(t, st, fn.ID, first); c.Status != store.CallSuccess {
 		t.Fatalf("in-flight call ended %+v", c)
@@ -432,7 +408,7 @@ func TestCloseAsyncWaitsForInFlight(t *testing.T) {
 	}
 
 	// The next start takes them up.
-	startAsyncServer(t, st, Config{}, echoRun)
+	startService(t, st, Config{}, echoRun)
 	for _, id := range rest {
 		if c := waitFinal(t, st, fn.ID, id); c.Status != store.CallSuccess || c.Attempts != 1 {
 			t.Fatalf("after restart: %+v", c)
@@ -444,7 +420,7 @@ func TestAsyncConcurrency(t *testing.T) {
 	st := asyncStore(t)
 	_, fn := asyncFn(t, st, "f")
 	var cur, peak atomic.Int32
-	srv := startAsyncServer(t, st, Config{AsyncConcurrency: 3}, func(ctx context.Context, req *protocol.Request, logs io.Writer) (*protocol.Response, error) {
+	svc := startService(t, st, Config{AsyncConcurrency: 3}, func(ctx context.Context, req *protocol.Request, logs io.Writer) (*protocol.Response, error) {
 		n := cur.Add(1)
 		defer cur.Add(-1)
 		for {
@@ -458,7 +434,7 @@ func TestAsyncConcurrency(t *testing.T) {
 	})
 	var ids []string
 	for i := 0; i < 12; i++ {
-		ids = append(ids, detachOK(t, srv, fn.ID, fmt.Sprint(i)))
+		ids = append(ids, detachOK(t, svc, fn.ID, fmt.Sprint(i)))
 	}
 	for _, id := range ids {
 		if c := waitFinal(t, st, fn.ID, id); c.Status != store.CallSuccess {
@@ -476,8 +452,8 @@ func TestAsyncOldestFirst(t *testing.T) {
 	st := asyncStore(t)
 	_, f := asyncFn(t, st, "f")
 	_, g := asyncFn(t, st, "g")
-	first := startAsyncServer(t, st, Config{}, echoRun)
-	first.closeAsync()
+	first := startService(t, st, Config{}, echoRun)
+	first.stopAsyncWait()
 	var want []string
 	for i := 0; i < 6; i++ {
 		fn := f
@@ -488,7 +464,7 @@ func TestAsyncOldestFirst(t *testing.T) {
 	}
 	var mu sync.Mutex
 	var got []string
-	startAsyncServer(t, st, Config{AsyncConcurrency: 1}, func(ctx context.Context, req *protocol.Request, logs io.Writer) (*protocol.Response, error) {
+	startService(t, st, Config{AsyncConcurrency: 1}, func(ctx context.Context, req *protocol.Request, logs io.Writer) (*protocol.Response, error) {
 		mu.Lock()
 		got = append(got, req.CallID)
 		mu.Unlock()
@@ -509,14 +485,14 @@ func TestAsyncOldestFirst(t *testing.T) {
 func TestAsyncDeletedFn(t *testing.T) {
 	st := asyncStore(t)
 	_, fn := asyncFn(t, st, "f")
-	first := startAsyncServer(t, st, Config{}, echoRun)
-	first.closeAsync()
+	first := startService(t, st, Config{}, echoRun)
+	first.stopAsyncWait()
 	detachOK(t, first, fn.ID, "x")
 	if err := st.DeleteFn(context.Background(), fn.ID); err != nil {
 		t.Fatal(err)
 	}
 	var ran atomic.Bool
-	startAsyncServer(t, st, Config{}, func(ctx context.Context, req *protocol.Request, logs io.Writer) (*protocol.Response, error) {
+	startService(t, st, Config{}, func(ctx context.Context, req *protocol.Request, logs io.Writer) (*protocol.Response, error) {
 		ran.Store(true)
 		return echoRun(ctx, req, logs)
 	})
@@ -536,13 +512,13 @@ func TestAsyncNoCapacityRequeues(t *testing.T) {
 	st := asyncStore(t)
 	_, fn := asyncFn(t, st, "busy")
 	var tries atomic.Int32
-	srv := startAsyncServer(t, st, Config{}, func(ctx context.Context, req *protocol.Request, logs io.Writer) (*protocol.Response, error) {
+	svc := startService(t, st, Config{}, func(ctx context.Context, req *protocol.Request, logs io.Writer) (*protocol.Response, error) {
 		if tries.Add(1) == 1 {
-			return nil, fmt.Errorf("%w: no instance became free", pool.ErrNoCapacity)
+			return nil, poolError(fmt.Errorf("%w: no instance became free", pool.ErrNoCapacity))
 		}
 		return echoRun(ctx, req, logs)
 	})
-	id := detachOK(t, srv, fn.ID, "x")
+	id := detachOK(t, svc, fn.ID, "x")
 	c := waitFinal(t, st, fn.ID, id)
 	if c.Status != store.CallSuccess || c.Attempts != 1 || tries.Load() != 2 {
 		t.Fatalf("call %+v after %d tries; want success on attempt 1 after 2 tries", c, tries.Load())

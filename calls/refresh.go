@@ -1,0 +1,51 @@
+package calls
+
+import (
+	"context"
+
+	"github.com/kiln-run/kiln/store"
+)
+
+// Refresh retires the warm containers of each fn whose spec key changed
+// (see specKey): idle ones close now, busy ones when their call ends, and
+// the next call gets a fresh container. api calls it after any change to
+// a fn, its app or its triggers; a change that alters nothing a container
+// sees (an annotation, a trigger's name) keeps them. Without Refresh the
+// next call would still get a fresh container, as its key is new; Refresh
+// only frees the old ones' memory at once.
+func (s *Service) Refresh(ctx context.Context, fnIDs ...string) {
+	for _, id := range fnIDs {
+		old, ok := s.keys.Load(id)
+		if !ok {
+			continue // no container was ever started for it
+		}
+		t, err := s.targets.fn(ctx, id)
+		if err == nil && t.key == old {
+			continue
+		}
+		// Deleted, changed, or unreadable: retiring is the safe side.
+		s.keys.Delete(id)
+		s.pool.Drain(id)
+	}
+}
+
+// RefreshApp refreshes every fn of an app. The change is already saved,
+// so a store failure is only logged: the containers are then replaced at
+// the next call, whose key is new.
+func (s *Service) RefreshApp(ctx context.Context, appID string) {
+	opts := store.ListOptions{AppID: appID, PerPage: store.MaxPerPage}
+	for {
+		fns, next, err := s.store.ListFns(ctx, opts)
+		if err != nil {
+			s.log.WithError(err).WithField("app_id", appID).Warn("list fns to refresh after an app change")
+			return
+		}
+		for _, fn := range fns {
+			s.Refresh(ctx, fn.ID)
+		}
+		if next == "" {
+			return
+		}
+		opts.Cursor = next
+	}
+}
