@@ -16,8 +16,8 @@ import (
 func TestNew(t *testing.T) {
 	for _, f := range Formats() {
 		c, err := New(f, Limits{})
-		if Hot(f) != (err == nil) {
-			t.Errorf("New(%q): %v, want a codec exactly for hot formats", f, err)
+		if Stdio(f) != (err == nil) {
+			t.Errorf("New(%q): %v, want a codec exactly for stdio formats", f, err)
 		}
 		if err == nil && c.Format() != f {
 			t.Errorf("New(%q).Format() = %q", f, c.Format())

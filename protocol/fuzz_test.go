@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"errors"
+	"io"
 	"net/url"
 	"testing"
 )
@@ -177,4 +178,43 @@ func withBody(v any, body []byte) any {
 		return &c
 	}
 	return nil
+}
+
+// FuzzHTTPReadResponseStream: whatever a function writes, the streaming
+// reader of the http format either fails or yields exactly the body the
+// buffered reader yields for the same bytes, and leaves the stream at the
+// same place: the two must agree on where a frame ends.
+func FuzzHTTPReadResponseStream(f *testing.F) {
+	for _, s := range fuzzSeeds[HTTP] {
+		f.Add([]byte(s))
+	}
+	f.Add([]byte("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n4\r\ndefg\r\n0\r\n\r\nNEXT"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		c := &httpCodec{limits: Limits{MaxBody: fuzzLimit, MaxStream: fuzzLimit}}
+		whole, errWhole := c.ReadResponse(bufio.NewReader(bytes.NewReader(data)))
+		br := bufio.NewReader(bytes.NewReader(data))
+		resp, body, err := c.ReadResponseStream(br)
+		if err == nil && body != nil {
+			resp.Body, err = io.ReadAll(body)
+		}
+		if (err == nil) != (errWhole == nil) {
+			t.Fatalf("stream: %v, whole: %v", err, errWhole)
+		}
+		if err != nil {
+			if !errors.Is(err, ErrProtocol) && !errors.Is(err, io.EOF) {
+				t.Fatalf("error %v wraps neither ErrProtocol nor io.EOF", err)
+			}
+			return
+		}
+		if resp.Status != whole.Status || !bytes.Equal(resp.Body, whole.Body) {
+			t.Fatalf("stream read %d %q, whole %d %q", resp.Status, resp.Body, whole.Status, whole.Body)
+		}
+		rest, _ := io.ReadAll(br)
+		br2 := bufio.NewReader(bytes.NewReader(data))
+		_, _ = c.ReadResponse(br2)
+		rest2, _ := io.ReadAll(br2)
+		if !bytes.Equal(rest, rest2) {
+			t.Fatalf("stream left %q, whole left %q", rest, rest2)
+		}
+	})
 }

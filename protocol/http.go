@@ -3,6 +3,7 @@ package protocol
 import (
 	"bufio"
 	"bytes"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -36,7 +37,8 @@ type httpCodec struct {
 func (c *httpCodec) Format() string { return HTTP }
 
 func (c *httpCodec) WriteRequest(w io.Writer, req *Request) error {
-	if n := int64(len(req.Body)); n > c.limits.MaxBody {
+	streamed := req.BodyStream != nil
+	if n := int64(len(req.Body)); !streamed && n > c.limits.MaxBody {
 		return tooLarge(false, "request body", n, c.limits.MaxBody)
 	}
 	method := req.Method
@@ -53,7 +55,7 @@ func (c *httpCodec) WriteRequest(w io.Writer, req *Request) error {
 	if !validValue(req.URL) || !validValue(req.CallID) || !validValue(u.Host) || strings.ContainsAny(u.Host, " \t") {
 		return fmt.Errorf("protocol: request URL or call id holds control characters")
 	}
-	return writeFrame(w, func(b []byte) ([]byte, error) {
+	err = writeFrame(w, func(b []byte) ([]byte, error) {
 		b = append(b, method...)
 		b = append(b, ' ')
 		b = appendTarget(b, u.RequestURI())
@@ -70,11 +72,56 @@ func (c *httpCodec) WriteRequest(w io.Writer, req *Request) error {
 		b = append(b, "\r\n"...)
 		b = appendField(b, hdrMethod, method)
 		b = appendField(b, hdrRequestURL, req.URL)
-		b = append(b, "Content-Length: "...)
-		b = appendInt(b, int64(len(req.Body)))
-		b = append(b, "\r\n\r\n"...)
-		return append(b, req.Body...), nil
+		switch {
+		case !streamed:
+			b = append(b, "Content-Length: "...)
+			b = appendInt(b, int64(len(req.Body)))
+			b = append(b, "\r\n\r\n"...)
+			return append(b, req.Body...), nil
+		case req.BodyLength >= 0:
+			b = append(b, "Content-Length: "...)
+			b = appendInt(b, req.BodyLength)
+			return append(b, "\r\n\r\n"...), nil
+		}
+		return append(b, "Transfer-Encoding: chunked\r\n\r\n"...), nil
 	})
+	if err != nil || !streamed {
+		return err
+	}
+	if req.BodyLength >= 0 {
+		return copyExactly(w, req.BodyStream, req.BodyLength)
+	}
+	_, err = writeChunked(w, req.BodyStream)
+	return err
+}
+
+// copyExactly copies a body of announced length n: fewer bytes from the
+// source is its failure (a BodyError), and so is more.
+func copyExactly(w io.Writer, body io.Reader, n int64) error {
+	written, err := io.CopyN(w, &sourceReader{body}, n)
+	if err != nil {
+		var be *BodyError
+		if errors.As(err, &be) {
+			return err
+		}
+		if err == io.EOF {
+			return &BodyError{Err: fmt.Errorf("body ended after %d of %d bytes", written, n)}
+		}
+		return err
+	}
+	return nil
+}
+
+// sourceReader marks read errors as the body source's, so a caller can
+// tell them from a failed write to the function.
+type sourceReader struct{ r io.Reader }
+
+func (s *sourceReader) Read(p []byte) (int, error) {
+	n, err := s.r.Read(p)
+	if err != nil && err != io.EOF {
+		err = &BodyError{Err: err}
+	}
+	return n, err
 }
 
 // appendTarget percent-encodes what must not appear in a request line;
@@ -191,24 +238,7 @@ func (c *httpCodec) ReadRequest(r *bufio.Reader) (*Request, error) {
 }
 
 func (c *httpCodec) ReadResponse(r *bufio.Reader) (*Response, error) {
-	budget := maxHeaderBytes
-	line, err := readStartLine(r, &budget)
-	if err != nil {
-		return nil, err
-	}
-	proto, rest, _ := strings.Cut(line, " ")
-	code, _, _ := strings.Cut(rest, " ")
-	if !httpVersion(proto) || len(code) != 3 {
-		return nil, protoErrorf("http status line %q", clip(line))
-	}
-	status, err := strconv.Atoi(code)
-	if err != nil || code[0] < '0' || code[0] > '9' {
-		return nil, protoErrorf("http status line %q", clip(line))
-	}
-	if status < 200 {
-		return nil, protoErrorf("http status %d is not a final status", status)
-	}
-	h, err := readHeader(r, &budget)
+	status, h, err := c.readResponseHead(r)
 	if err != nil {
 		return nil, err
 	}
@@ -219,6 +249,31 @@ func (c *httpCodec) ReadResponse(r *bufio.Reader) (*Response, error) {
 		}
 	}
 	return &Response{Status: status, Header: cleanHeader(h), Body: body}, nil
+}
+
+func (c *httpCodec) readResponseHead(r *bufio.Reader) (int, http.Header, error) {
+	budget := maxHeaderBytes
+	line, err := readStartLine(r, &budget)
+	if err != nil {
+		return 0, nil, err
+	}
+	proto, rest, _ := strings.Cut(line, " ")
+	code, _, _ := strings.Cut(rest, " ")
+	if !httpVersion(proto) || len(code) != 3 {
+		return 0, nil, protoErrorf("http status line %q", clip(line))
+	}
+	status, err := strconv.Atoi(code)
+	if err != nil || code[0] < '0' || code[0] > '9' {
+		return 0, nil, protoErrorf("http status line %q", clip(line))
+	}
+	if status < 200 {
+		return 0, nil, protoErrorf("http status %d is not a final status", status)
+	}
+	h, err := readHeader(r, &budget)
+	if err != nil {
+		return 0, nil, err
+	}
+	return status, h, nil
 }
 
 func httpVersion(s string) bool { return s == "HTTP/1.1" || s == "HTTP/1.0" }
@@ -335,53 +390,30 @@ func parseContentLength(vs []string) (int64, error) {
 	return strconv.ParseInt(v, 10, 64)
 }
 
-// readChunked reads a chunked body and its trailer section; the trailers
-// themselves are dropped since nothing downstream could use them.
+// readChunked reads a whole chunked body and its trailer section.
 func (c *httpCodec) readChunked(r *bufio.Reader, response bool) ([]byte, error) {
-	var body []byte
-	for {
-		line, err := readLine(r, maxChunkLine)
-		if err != nil {
-			return nil, readError("http chunk size", err)
-		}
-		hex, _, _ := bytes.Cut(line, []byte(";"))
-		hex = bytes.TrimRight(hex, " \t")
-		if len(hex) == 0 || len(hex) > 15 {
-			return nil, protoErrorf("invalid chunk size %q", clip(string(line)))
-		}
-		size, err := strconv.ParseInt(string(hex), 16, 64)
-		if err != nil || size < 0 || hex[0] == '+' || hex[0] == '-' {
-			return nil, protoErrorf("invalid chunk size %q", clip(string(line)))
-		}
-		if size == 0 {
-			break
-		}
-		if total := int64(len(body)) + size; total > c.limits.MaxBody {
-			return nil, tooLarge(response, "chunked http body", total, c.limits.MaxBody)
-		}
-		if body, err = appendN(r, body, size); err != nil {
-			return nil, readError("http chunk", err)
-		}
-		crlf, err := readLine(r, 2)
-		if err != nil || len(crlf) != 0 {
-			if err == nil || err == errLineTooLong {
-				return nil, protoErrorf("http chunk not followed by CRLF")
-			}
-			return nil, readError("http chunk", err)
-		}
+	return io.ReadAll(newChunkedBody(r, c.limits.MaxBody, response))
+}
+
+// ReadResponseStream reads a response head; a chunked body is returned as
+// a reader that ends with the frame, each Read returning bytes of one
+// chunk as they arrive. Other bodies are read whole into the Response.
+func (c *httpCodec) ReadResponseStream(r *bufio.Reader) (*Response, io.Reader, error) {
+	status, h, err := c.readResponseHead(r)
+	if err != nil {
+		return nil, nil, err
 	}
-	budget := maxHeaderBytes
-	for {
-		line, err := readLine(r, budget)
-		if err != nil {
-			return nil, readError("http trailer", err)
-		}
-		if len(line) == 0 {
-			break
-		}
-		budget -= len(line) + 1
+	if !bodyAllowed(status) {
+		return &Response{Status: status, Header: cleanHeader(h)}, nil, nil
 	}
-	return body, nil
+	if te, ok := h["Transfer-Encoding"]; ok && len(te) == 1 && strings.EqualFold(te[0], "chunked") {
+		return &Response{Status: status, Header: cleanHeader(h)}, newChunkedBody(r, c.limits.MaxStream, true), nil
+	}
+	body, err := c.readBody(r, h, true)
+	if err != nil {
+		return nil, nil, err
+	}
+	return &Response{Status: status, Header: cleanHeader(h), Body: body}, nil, nil
 }
 
 // clip shortens what an error message quotes from a frame.

@@ -17,10 +17,14 @@ type jsonHTTPCodec struct {
 func (c *jsonHTTPCodec) Format() string { return JSONHTTP }
 
 func (c *jsonHTTPCodec) WriteRequest(w io.Writer, req *Request) error {
-	if n := int64(len(req.Body)); n > c.limits.MaxBody {
+	streamed := req.BodyStream != nil
+	if streamed && req.BodyLength < 0 {
+		return fmt.Errorf("protocol: json-http needs the body's length to stream it")
+	}
+	if n := int64(len(req.Body)); !streamed && n > c.limits.MaxBody {
 		return tooLarge(false, "request body", n, c.limits.MaxBody)
 	}
-	return writeFrame(w, func(b []byte) ([]byte, error) {
+	err := writeFrame(w, func(b []byte) ([]byte, error) {
 		b = append(b, `{"call_id":`...)
 		b = appendJSONString(b, req.CallID)
 		b = append(b, `,"deadline":"`...)
@@ -35,10 +39,18 @@ func (c *jsonHTTPCodec) WriteRequest(w io.Writer, req *Request) error {
 			return b, fmt.Errorf("protocol: %w", err)
 		}
 		b = append(b, `,"content_length":`...)
+		if streamed {
+			b = appendInt(b, req.BodyLength)
+			return append(b, "}\n\n"...), nil
+		}
 		b = appendInt(b, int64(len(req.Body)))
 		b = append(b, "}\n\n"...)
 		return append(b, req.Body...), nil
 	})
+	if err != nil || !streamed {
+		return err
+	}
+	return copyExactly(w, req.BodyStream, req.BodyLength)
 }
 
 func (c *jsonHTTPCodec) WriteResponse(w io.Writer, resp *Response) error {

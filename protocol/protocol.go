@@ -20,6 +20,10 @@ const (
 	JSON       = "json"
 	JSONHTTP   = "json-http"
 	CloudEvent = "cloudevent"
+	// HTTPStream is Fn's current contract: HTTP/1.1 over a unix socket the
+	// function listens on, not stdio, so it has no Codec here; the
+	// executor speaks it with net/http.
+	HTTPStream = "http-stream"
 )
 
 // DefaultMaxBody is the body limit applied when Limits.MaxBody is zero.
@@ -41,6 +45,26 @@ type Request struct {
 	URL    string
 	Header http.Header
 	Body   []byte
+	// BodyStream, when set, is the body as it arrives from the client,
+	// copied into the frame as it is written (Body is then unused), so a
+	// large body is never held whole. BodyLength is its length, or -1
+	// when unknown (the http format then sends it chunked). Only the http
+	// and json-http formats stream bodies (json-http needs the length);
+	// see StreamsRequest.
+	BodyStream io.Reader
+	BodyLength int64
+}
+
+// StreamsRequest reports whether format can take a request body as a
+// stream of length n (-1: unknown); otherwise the caller reads it whole.
+func StreamsRequest(format string, n int64) bool {
+	switch format {
+	case HTTP, HTTPStream:
+		return true
+	case JSONHTTP:
+		return n >= 0
+	}
+	return false
 }
 
 // Response is one function answer.
@@ -53,6 +77,20 @@ type Response struct {
 // Limits bounds what a codec accepts.
 type Limits struct {
 	MaxBody int64
+	// MaxStream bounds a streamed (chunked) response body; 0 means no
+	// bound, since kilnd holds none of it.
+	MaxStream int64
+}
+
+// Streamer is a Codec whose responses may stream: the http format's
+// chunked responses.
+type Streamer interface {
+	// ReadResponseStream reads one response frame's head. A chunked body
+	// comes back as body, a reader that ends with the frame: each Read
+	// returns bytes of one chunk as they arrive, and io.EOF once the
+	// terminating chunk and trailers are read. Any other body is read
+	// whole into the Response, and body is nil.
+	ReadResponseStream(r *bufio.Reader) (resp *Response, body io.Reader, err error)
 }
 
 // Codec frames calls for one hot format. A codec is stateless; the caller
@@ -76,17 +114,21 @@ type Codec interface {
 // Hot reports whether format keeps a container across calls.
 func Hot(format string) bool {
 	switch format {
-	case HTTP, JSON, JSONHTTP, CloudEvent:
+	case HTTP, JSON, JSONHTTP, CloudEvent, HTTPStream:
 		return true
 	}
 	return false
 }
 
+// Stdio reports whether format frames calls on stdin and stdout, with a
+// Codec from New: every hot format but http-stream.
+func Stdio(format string) bool { return format != HTTPStream && Hot(format) }
+
 // Valid reports whether format is one kiln knows.
 func Valid(format string) bool { return format == Default || Hot(format) }
 
 // Formats lists every known format.
-func Formats() []string { return []string{Default, HTTP, JSON, JSONHTTP, CloudEvent} }
+func Formats() []string { return []string{Default, HTTP, JSON, JSONHTTP, CloudEvent, HTTPStream} }
 
 // New returns the codec for a hot format.
 func New(format string, limits Limits) (Codec, error) {
@@ -103,5 +145,5 @@ func New(format string, limits Limits) (Codec, error) {
 	case CloudEvent:
 		return &cloudEventCodec{limits: limits}, nil
 	}
-	return nil, fmt.Errorf("format %q has no hot codec", format)
+	return nil, fmt.Errorf("format %q has no stdio codec", format)
 }
