@@ -11,7 +11,10 @@ import (
 // one, or one released by another call while this one waited. It waits at
 // most until ctx is done; a deadline that passes while waiting gives an
 // ErrNoCapacity, a cancelled ctx gives ctx.Err(). A launch started for this
-// call that fails returns the launch error.
+// call that fails returns the launch error. A call that would have to wait
+// for a launch that cannot fit beside the min-warm reservations of other
+// keys, with no instance of its key to be released to it, gets
+// ErrNoCapacity as soon as that is so.
 func (p *Pool[I]) Acquire(ctx context.Context, spec Spec[I]) (*Lease[I], error) {
 	if spec.Launch == nil {
 		return nil, fmt.Errorf("pool: spec of fn %q has no Launch func", spec.Fn)
@@ -33,7 +36,7 @@ func (p *Pool[I]) Acquire(ctx context.Context, spec Spec[I]) (*Lease[I], error) 
 	for e := ks.idle.tail; e != nil; e = ks.idle.tail {
 		if isDone(e.done) {
 			// Its watcher has not got to it yet.
-			p.closeLocked(e, false)
+			p.closeLocked(e, closeGone)
 			continue
 		}
 		p.setState(e, stateBusy)
@@ -45,9 +48,18 @@ func (p *Pool[I]) Acquire(ctx context.Context, spec Spec[I]) (*Lease[I], error) 
 		ks = p.keyFor(&spec)
 	}
 
+	if p.hopeless(ks) {
+		err := p.hopelessErr(ks)
+		p.forget(ks)
+		p.unlock()
+		return nil, err
+	}
+
 	w := &waiter[I]{ks: ks, seq: p.seq, launchFn: spec.Launch, ch: make(chan result[I], 1)}
 	p.seq++
 	p.waiting++
+	ks.fc.Waiting++
+	p.touch(ks.fc)
 	if n := len(ks.orphans); n > 0 {
 		// A launch whose caller gave up is already on its way: take it
 		// over rather than start another.
@@ -86,8 +98,11 @@ func (p *Pool[I]) Acquire(ctx context.Context, spec Spec[I]) (*Lease[I], error) 
 	}
 	p.mu.Lock()
 	if w.served {
+		r := <-w.ch // sent along with served
+		if r.err == nil {
+			r.e.leases-- // it serves nobody, so MaxRequests does not count it
+		}
 		p.mu.Unlock()
-		r := <-w.ch
 		if r.err != nil {
 			p.reportWait(ks, since)
 			return nil, r.err
@@ -159,7 +174,7 @@ func (l *Lease[I]) finish(discard bool) {
 	if e := l.e; e.state == stateBusy {
 		p.inflight--
 		if discard {
-			p.closeLocked(e, false)
+			p.closeLocked(e, closeGone)
 		} else {
 			p.putBack(e)
 		}
@@ -222,5 +237,7 @@ func (p *Pool[I]) removeWaiter(w *waiter[I]) {
 	}
 	w.where = nowhere
 	p.waiting--
+	ks.fc.Waiting--
+	p.touch(ks.fc)
 	p.forget(ks)
 }

@@ -9,55 +9,89 @@ import (
 
 // admit starts launches for queued waiters, in the order next picks them,
 // while launch slots and memory admit, evicting idle instances of other
-// keys (least recently used first) when that makes room. Everything that
-// frees a slot or memory, or changes who is queued, calls it.
+// keys (least recently used first) when that makes room; then, with slots
+// still free, launches for min-warm keys short of instances. Everything
+// that frees a slot or memory, or changes who is queued, calls it, or sets
+// admitDue for unlock to.
 func (p *Pool[I]) admit() {
 	for !p.closed {
-		w := p.next()
-		if w == nil {
-			return
+		if w := p.next(); w != nil {
+			p.startLaunch(w.ks, w, w.launchFn, p.makeRoom(w.ks))
+			continue
 		}
-		var evicted []*entry[I]
-		// next made sure evicting idle instances is enough. Only what
-		// the launch needs is handed over; the rest of the last one
-		// stays held until it is really gone.
-		for over := p.usedMB + w.ks.mb - p.capacityMB; p.capacityMB > 0 && over > 0; {
-			e := p.idle.head
-			e.handedOff = min(e.mb, over)
-			p.usedMB -= e.handedOff
-			p.charge(e.ks.grp, -e.handedOff)
-			over -= e.handedOff
-			p.closeLocked(e, true)
-			evicted = append(evicted, e)
+		if !p.warmOne() {
+			break
 		}
-		p.startLaunch(w, evicted)
 	}
+	// Its own evictions may have asked for it.
+	p.admitDue = false
 }
 
-// startLaunch reserves w's memory and launches for it. The launch waits for
-// the evicted instances to be gone, so memory is never over-committed.
-func (p *Pool[I]) startLaunch(w *waiter[I], evicted []*entry[I]) {
-	ks := w.ks
-	p.dequeue(w)
-	ks.queued.remove(w)
-	ks.withLaunch.pushBack(w)
-	w.where = whereLaunch
+// makeRoom evicts the idle instances a launch of ks needs gone; fits (or
+// fitsFor) made sure evicting is enough. Only what the launch needs is
+// handed over; the rest of the last one stays held until it is really
+// gone. What min-warm keys keep is skipped: at most the sum of their n.
+//
+// It evicts for this launch's memory only, not for what min-warm keys
+// reserved and lack: the launch waits for what it is handed, so anything
+// handed beyond that would look free while still held. fits keeps the
+// reservations instead: it left enough to evict for their launches.
+func (p *Pool[I]) makeRoom(ks *keyState[I]) []*entry[I] {
+	if p.capacityMB == 0 {
+		return nil
+	}
+	var evicted []*entry[I]
+	over := p.usedMB + ks.mb - p.capacityMB
+	for e := p.idle.head; over > 0 && e != nil; {
+		next := e.byAge.next
+		if p.pinned(e) {
+			e = next
+			continue
+		}
+		e.handedOff = min(e.mb, over)
+		p.usedMB -= e.handedOff
+		p.charge(e.ks.grp, -e.handedOff)
+		over -= e.handedOff
+		p.closeLocked(e, closeEvicted)
+		evicted = append(evicted, e)
+		e = next
+	}
+	return evicted
+}
 
+// startLaunch reserves memory for a launch of ks and starts it, for w, or
+// for no one (a min-warm launch) when w is nil. The launch waits for the
+// evicted instances to be gone, so memory is never over-committed.
+func (p *Pool[I]) startLaunch(ks *keyState[I], w *waiter[I], launch func(context.Context) (I, error), evicted []*entry[I]) {
 	// Not the caller's ctx: a caller that gives up must not leave a
 	// half-started container behind, so the launch runs to its end.
 	ctx, cancel := context.WithTimeout(context.Background(), p.launchTimeout)
 	l := &launchOp[I]{ks: ks, owner: w, cancel: cancel}
-	w.launch = l
+	for _, e := range evicted {
+		l.handedMB += e.handedOff
+	}
+	if w != nil {
+		p.dequeue(w)
+		ks.queued.remove(w)
+		ks.withLaunch.pushBack(w)
+		w.where = whereLaunch
+		w.launch = l
+	} else {
+		// Orphaned from the start: the next caller of the key adopts it.
+		ks.orphans = append(ks.orphans, l)
+	}
 	p.launches[l] = struct{}{}
 	ks.starting++
-	ks.fc.starting++
+	ks.fc.Starting++
 	p.touch(ks.fc)
 	p.usedMB += ks.mb
 	p.memDirty = true
 	p.charge(ks.grp, ks.mb)
 	p.addLaunching(ks.grp, 1)
+	p.addInstances(ks.grp, 1)
+	p.rewarm(ks)
 	p.wg.Add(1)
-	go p.runLaunch(ctx, l, w.launchFn, evicted)
+	go p.runLaunch(ctx, l, launch, evicted)
 }
 
 // runLaunch runs without the lock.
@@ -97,7 +131,7 @@ func (p *Pool[I]) launchDone(l *launchOp[I], inst I, err error) {
 	delete(p.launches, l)
 	ks := l.ks
 	ks.starting--
-	ks.fc.starting--
+	ks.fc.Starting--
 	p.touch(ks.fc)
 	p.addLaunching(ks.grp, -1)
 	w := l.owner
@@ -110,28 +144,35 @@ func (p *Pool[I]) launchDone(l *launchOp[I], inst I, err error) {
 		p.usedMB -= ks.mb
 		p.memDirty = true
 		p.charge(ks.grp, -ks.mb)
+		p.addInstances(ks.grp, -1)
+		p.rewarm(ks)
+		p.failed(ks)
 		if w != nil {
 			p.deliver(w, result[I]{err: err})
 		}
+		p.refuseHopelessOf(ks)
 		p.forget(ks)
 		return
 	}
 
+	// It moves from starting to live: the group's instances stay as
+	// they are, and the key's counts are right again at its setState.
 	e := &entry[I]{
 		inst:   inst,
 		done:   inst.Done(),
 		ks:     ks,
 		mb:     ks.mb,
+		upAt:   p.clock.Now(),
 		gone:   make(chan struct{}),
 		closed: make(chan struct{}),
 	}
 	p.live[e] = struct{}{}
 	if p.closed {
-		p.closeLocked(e, false) // its caller already got ErrClosed
+		p.closeLocked(e, closeGone) // its caller already got ErrClosed
 		return
 	}
 	if isDone(e.done) {
-		p.closeLocked(e, false)
+		p.closeLocked(e, closeGone)
 		if w != nil {
 			// Its own reason, so the caller can tell a crash or an
 			// OOM kill from the pool's failures.
@@ -153,7 +194,7 @@ func (p *Pool[I]) launchDone(l *launchOp[I], inst I, err error) {
 		return
 	}
 	if ks.drained {
-		p.closeLocked(e, false)
+		p.closeLocked(e, closeGone)
 		return
 	}
 	p.putIdle(e)

@@ -6,8 +6,9 @@ import (
 )
 
 // Drain retires every key of group (a fn that was updated or deleted): idle
-// instances close now, busy ones when released. Calls already waiting for
-// those keys are still served; later Acquires start fresh.
+// instances close now, busy ones when released, and their min-warm is
+// cleared. Calls already waiting for those keys are still served; later
+// Acquires start fresh.
 func (p *Pool[I]) Drain(group string) {
 	p.mu.Lock()
 	p.drainGroup(group)
@@ -33,6 +34,10 @@ func (p *Pool[I]) Close(ctx context.Context) error {
 	}
 	p.closed = true
 	p.stopReaper()
+	// Nothing is kept warm any more, so every key can be forgotten.
+	for _, ks := range p.allKeys() {
+		p.clearWarm(ks)
+	}
 	for l := range p.launches {
 		l.cancel()
 	}
@@ -45,7 +50,7 @@ func (p *Pool[I]) Close(ctx context.Context) error {
 		}
 	}
 	for e := p.idle.head; e != nil; e = p.idle.head {
-		p.closeLocked(e, false)
+		p.closeLocked(e, closeGone)
 	}
 	var leases chan struct{}
 	if p.inflight > 0 {
@@ -68,7 +73,7 @@ func (p *Pool[I]) Close(ctx context.Context) error {
 	p.mu.Lock()
 	p.leasesDone = nil
 	for e := range p.live {
-		p.closeLocked(e, false)
+		p.closeLocked(e, closeGone)
 	}
 	p.unlock()
 	p.wg.Wait()
@@ -92,8 +97,9 @@ func (p *Pool[I]) drainGroup(group string) {
 		ks.drained = true
 		delete(p.keys, ks.key)
 		p.retired[ks] = struct{}{}
+		p.clearWarm(ks)
 		for e := ks.idle.head; e != nil; e = ks.idle.head {
-			p.closeLocked(e, false)
+			p.closeLocked(e, closeGone)
 		}
 		p.forget(ks)
 	}

@@ -8,11 +8,12 @@
 // up for a Group, the older keys drain.
 //
 // Acquire prefers an idle instance of the key (most recently used first, so
-// the least used ones age out), then launches a new one if memory and a
-// launch slot admit, then evicts idle instances of other keys (least
-// recently used first), and only then queues the caller until its deadline.
-// A released instance goes straight to the oldest waiter of its key, and no
-// more launches start for a key than it has waiters.
+// the least used ones age out), then launches a new one if memory, a launch
+// slot and the group's MaxInstances admit, then evicts idle instances of
+// other keys (least recently used first), and only then queues the caller
+// until its deadline. A released instance goes straight to the oldest
+// waiter of its key, and no more launches start for a key than it has
+// waiters, but for those SetMinWarm asks for.
 //
 // # Fairness between groups
 //
@@ -25,7 +26,11 @@
 // group.
 //
 // A queued caller (one with no launch under way for it) needs memory and a
-// launch slot (Config.MaxLaunches) before its launch starts:
+// launch slot (Config.MaxLaunches) before its launch starts, and room under
+// its group's MaxInstances (a group at its limit takes part in neither
+// order below). The memory it may have leaves out what min-warm keys
+// reserved and do not hold yet, but a caller of such a key may launch into
+// its own reservation:
 //
 //   - Memory order decides who may launch: the oldest waiter of the group
 //     holding the least memory, then, with that waiter's memory charged to
@@ -52,6 +57,37 @@
 // until then. While every group is within its share, the queue holds at
 // most max(MaxQueue, G) callers; it holds more only while some group is
 // still over a share that shrank.
+//
+// # Scaling each fn
+//
+// Three knobs per fn, the min and max scale of Knative and OpenFaaS and a
+// limit of requests per instance, are decided by the first Spec of a Key
+// (SetMinWarm's included), like its memory:
+//
+//   - Spec.MaxInstances bounds the group's starting, idle and busy
+//     instances, those of keys it drained included (closing ones do not
+//     count); the newest key's limit holds for the group. Callers beyond it
+//     queue, counted against MaxQueue, until an instance of their key is
+//     released to them or one of the group's closes. A group at its limit
+//     is out of memory order and slot order, so it holds up nobody.
+//   - Spec.MaxRequests retires an instance at the Release of its last
+//     lease: it is closed (Hooks.Retired) instead of being reused, and a
+//     caller waiting for its key gets a launch in its place. An instance
+//     discarded or found dead on that lease is closed for that instead.
+//   - SetMinWarm keeps n instances of a key alive however idle they are:
+//     launches no caller owns start them (a caller arriving meanwhile
+//     takes one over), and relaunch whatever dies or is closed, until
+//     Drain, Close, or n = 0 ends it. Reaping and eviction never take the
+//     key below n. Its n instances' memory is reserved: nothing else
+//     launches into it, the reservations together never exceed
+//     CapacityMB, and a caller whose launch could never fit beside them,
+//     with no instance of its key to be released to it, is refused
+//     (ErrNoCapacity) rather than left queued until its deadline. Its
+//     launches take launch slots only after queued callers, and take no
+//     memory from them. A key whose launches fail, or whose instances die
+//     within a minute of starting, backs off: 100 ms after the first
+//     failure, doubling up to 30 s, back to 100 ms after a minute without
+//     one.
 //
 // The pool knows nothing of containers, protocols or HTTP: an Instance only
 // has to say when it is no longer usable (Done), why (Err), and how to get

@@ -1,6 +1,9 @@
 package pool
 
-import "container/heap"
+import (
+	"container/heap"
+	"math"
+)
 
 // Fairness between groups: a crash-looping or hanging fn must not take
 // launch slots, memory or queue slots from the others. All of it is only
@@ -26,9 +29,16 @@ type group[I Instance] struct {
 	mb        int64
 	launching int              // launches in flight, orphans included
 	queued    ilist[waiter[I]] // waiters without a launch, oldest first
-	// Positions in the pool's heaps; -1 while it has nobody queued.
+	// instances are its keys' starting, idle and busy ones; no launch
+	// starts while that is maxInstances (0: no limit) or more.
+	instances, maxInstances int
+	// Positions in the pool's heaps; -1 while it has nobody queued who
+	// may launch.
 	memoryAt, slotsAt int
 }
+
+// full reports whether g's MaxInstances keeps it from launching.
+func (g *group[I]) full() bool { return g.maxInstances > 0 && g.instances >= g.maxInstances }
 
 func memoryAt[I Instance](g *group[I]) *int { return &g.memoryAt }
 func slotsAt[I Instance](g *group[I]) *int  { return &g.slotsAt }
@@ -81,9 +91,11 @@ func (p *Pool[I]) enqueue(w *waiter[I]) {
 	g.queued.pushBack(w)
 	p.queued++
 	p.queuedMB += w.ks.mb
+	w.ks.fc.Queued++
+	p.touch(w.ks.fc)
 	if g.queued.n == 1 {
-		p.byMemory.push(g)
-		p.bySlots.push(g)
+		p.queuedGrps++
+		p.place(g)
 	}
 }
 
@@ -94,14 +106,45 @@ func (p *Pool[I]) dequeue(w *waiter[I]) {
 	g.queued.remove(w)
 	p.queued--
 	p.queuedMB -= w.ks.mb
+	w.ks.fc.Queued--
+	p.touch(w.ks.fc)
 	switch {
 	case g.queued.n == 0:
-		p.byMemory.remove(g)
-		p.bySlots.remove(g)
-	case head:
+		p.queuedGrps--
+		p.place(g)
+	case head && g.memoryAt >= 0:
 		// Its oldest waiter breaks ties.
 		p.byMemory.fix(g.memoryAt)
 		p.bySlots.fix(g.slotsAt)
+	}
+}
+
+// place keeps g in the heaps exactly while it has queued waiters and
+// MaxInstances lets it launch: a group at its limit waits for one of its
+// instances to be released or closed, and must hold up nobody meanwhile,
+// neither in memory order nor in slot order. Whatever changes either
+// calls it.
+func (p *Pool[I]) place(g *group[I]) {
+	want := g.queued.n > 0 && !g.full()
+	switch in := g.memoryAt >= 0; {
+	case want && !in:
+		p.byMemory.push(g)
+		p.bySlots.push(g)
+		p.admitDue = true
+	case !want && in:
+		p.byMemory.remove(g)
+		p.bySlots.remove(g)
+	}
+}
+
+// addInstances adds n to g's starting, idle and busy instances.
+func (p *Pool[I]) addInstances(g *group[I], n int) {
+	g.instances += n
+	if g.maxInstances > 0 {
+		p.place(g)
+		if n < 0 && p.warming.n > 0 {
+			p.admitDue = true // a min-warm key of g may launch now
+		}
 	}
 }
 
@@ -121,11 +164,19 @@ func (p *Pool[I]) addLaunching(g *group[I], n int) {
 	}
 }
 
-// fits reports whether mb more could be held once every idle instance is
-// evicted. Only keys without waiters have idle instances (a waiter would
-// have been handed one), so for a queued waiter these are all other keys.
+// fits reports whether mb more could be held once every idle instance
+// that may be evicted is, leaving room for what min-warm keys have
+// reserved and not yet filled. Only keys without waiters have idle
+// instances (a waiter would have been handed one), so for a queued waiter
+// these are all other keys.
 func (p *Pool[I]) fits(mb int64) bool {
-	return p.capacityMB == 0 || p.usedMB-p.idleMB+mb <= p.capacityMB
+	return p.capacityMB == 0 || p.unevictableMB()+mb <= p.capacityMB
+}
+
+// fitsFor is fits for one more launch of ks, which may use what its own
+// min-warm reserved.
+func (p *Pool[I]) fitsFor(ks *keyState[I]) bool {
+	return p.fits(ks.mb - ks.warmCredit())
 }
 
 // next picks the queued waiter to launch for now, or nil if none may start.
@@ -138,18 +189,24 @@ func (p *Pool[I]) fits(mb int64) bool {
 // that way: nobody behind it in memory order goes first. Slot order decides
 // who of those does: the group with the fewest launches in flight, ties to
 // the oldest waiter, launches its oldest waiter.
+//
+// Groups at their MaxInstances are left out of both orders (see place).
+// A waiter of a key whose min-warm has not filled its reservation needs
+// none of the free memory: it launches into the reservation.
 func (p *Pool[I]) next() *waiter[I] {
-	if p.queued == 0 || len(p.launches) >= p.maxLaunches {
+	if len(p.byMemory.gs) == 0 || len(p.launches) >= p.maxLaunches {
 		return nil
 	}
 	m := p.byMemory.top()
-	if !p.fits(m.queued.head.ks.mb) {
+	if !p.fitsFor(m.queued.head.ks) {
 		return nil
 	}
 	s := p.bySlots.top()
 	switch {
 	case s == m || p.fits(p.queuedMB):
-		// Memory order admits s: it comes first, or everyone fits.
+		// Memory order admits s: it comes first, or everyone fits
+		// (queuedMB overstates what they need, counting the waiters of
+		// full groups and none of the reservations they may use).
 		return s.queued.head
 	case p.maxLaunches-len(p.launches) >= p.queued:
 		// Slots for everyone: all that memory order admits launch
@@ -164,29 +221,38 @@ func (p *Pool[I]) next() *waiter[I] {
 // oldest waiter it reaches. It only runs when memory and slots are both
 // short, and stops as soon as the answer cannot change.
 func (p *Pool[I]) firstInSlotOrder() *group[I] {
+	p.simGen++
 	sim := p.sim[:0]
 	for _, g := range p.byMemory.gs {
-		sim = append(sim, simGroup[I]{g: g, mb: g.mb, next: g.queued.head})
+		left := math.MaxInt
+		if g.maxInstances > 0 {
+			left = g.maxInstances - g.instances
+		}
+		sim = append(sim, simGroup[I]{g: g, mb: g.mb, next: g.queued.head, left: left})
 	}
 	h := simHeap[I](sim)
 	heap.Init(&h)
-	free := p.capacityMB - (p.usedMB - p.idleMB)
+	free := p.capacityMB - p.unevictableMB()
 	slotsFirst := p.bySlots.top()
 	var best *group[I]
 	for len(h) > 0 {
 		t := &h[0]
 		w := t.next
-		if w.ks.mb > free {
+		need := w.ks.mb - p.simCredit(w.ks)
+		if need > free {
 			break
 		}
-		free -= w.ks.mb
+		free -= need
 		if w == t.g.queued.head && (best == nil || lessSlots(t.g, best)) {
 			if best = t.g; best == slotsFirst {
 				break
 			}
 		}
 		t.mb += w.ks.mb
-		if t.next = w.inQueue.next; t.next != nil {
+		// A group stops at its MaxInstances: the waiters behind that
+		// take nothing from anyone.
+		if t.left--; t.left > 0 && w.inQueue.next != nil {
+			t.next = w.inQueue.next
 			heap.Fix(&h, 0)
 		} else {
 			heap.Pop(&h)
@@ -197,12 +263,27 @@ func (p *Pool[I]) firstInSlotOrder() *group[I] {
 	return best
 }
 
+// simCredit is warmCredit for firstInSlotOrder, which may admit several
+// waiters of one key: each launch into the key's reservation uses up one
+// instance of it.
+func (p *Pool[I]) simCredit(ks *keyState[I]) int64 {
+	if ks.warm.simGen != p.simGen {
+		ks.warm.simGen, ks.warm.simGap = p.simGen, ks.warm.gap
+	}
+	if ks.warm.simGap == 0 {
+		return 0
+	}
+	ks.warm.simGap--
+	return ks.mb
+}
+
 // simGroup is a group as memory order would find it after admitting the
 // waiters before next.
 type simGroup[I Instance] struct {
 	g    *group[I]
 	mb   int64
 	next *waiter[I]
+	left int // launches its MaxInstances still allows
 }
 
 type simHeap[I Instance] []simGroup[I]
@@ -229,10 +310,11 @@ func (p *Pool[I]) queueShare() int {
 	if p.maxQueue == 0 {
 		return 0
 	}
-	return max(1, p.maxQueue/max(len(p.byMemory.gs), 1))
+	return max(1, p.maxQueue/max(p.queuedGrps, 1))
 }
 
-// groupHeap is a binary heap of the groups that have queued waiters. Each
+// groupHeap is a binary heap of the groups that have queued waiters who
+// may launch. Each
 // group keeps its position in it, so a change to its memory, its launches
 // or its oldest waiter is an O(log n) fix.
 type groupHeap[I Instance] struct {

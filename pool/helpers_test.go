@@ -272,8 +272,8 @@ func (c *expiringCtx) end(err error) {
 }
 
 type changeEvent struct {
-	app, fn              string
-	starting, idle, busy int
+	app, fn string
+	Counts
 }
 
 // harness is a pool of fake instances whose hooks record what happened
@@ -287,6 +287,7 @@ type harness struct {
 
 	mu       sync.Mutex
 	evicted  []string
+	retired  []string
 	changed  []changeEvent
 	launched []error
 	closeErr []error
@@ -318,11 +319,14 @@ func newHarness(t *testing.T, cfg Config) *harness {
 				}
 			})
 		},
-		Changed: func(app, fn string, starting, idle, busy int) {
-			if starting < 0 || idle < 0 || busy < 0 {
-				t.Errorf("Changed(%s, %s) with negative counts %d/%d/%d", app, fn, starting, idle, busy)
+		Retired: func(app, fn string) {
+			h.record(func() { h.retired = append(h.retired, fn) })
+		},
+		Changed: func(app, fn string, c Counts) {
+			if c.Starting < 0 || c.Idle < 0 || c.Busy < 0 || c.Queued < 0 || c.Waiting < c.Queued {
+				t.Errorf("Changed(%s, %s) with counts out of range %+v", app, fn, c)
 			}
-			h.record(func() { h.changed = append(h.changed, changeEvent{app, fn, starting, idle, busy}) })
+			h.record(func() { h.changed = append(h.changed, changeEvent{app, fn, c}) })
 		},
 		MemoryUsed: func(used, capacity int64) {
 			if used < 0 || (capacity > 0 && used > capacity) {
@@ -560,8 +564,15 @@ func checkInvariants[I Instance](p *Pool[I]) (errs []error) {
 	defer p.mu.Unlock()
 	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
 	var idle, queued, waiting, starting, inflightKeys int
-	var idleMB, heldMB int64
-	fns := map[*fnCounts][3]int{}
+	var idleMB, heldMB, reservedMB, floorMB int64
+	fns := map[*fnCounts]Counts{}
+	warming := map[*keyState[I]]bool{}
+	for ks := p.warming.head; ks != nil; ks = ks.warm.links.next {
+		warming[ks] = true
+	}
+	if len(warming) != p.warming.n {
+		bad("warming list has %d keys, count %d", len(warming), p.warming.n)
+	}
 	for _, ks := range p.allKeys() {
 		if ks.forgotten {
 			bad("key %s forgotten but listed", ks.key)
@@ -610,13 +621,56 @@ func checkInvariants[I Instance](p *Pool[I]) (errs []error) {
 		inflightKeys += ks.busy
 		heldMB += int64(ks.starting) * ks.mb
 		c := fns[ks.fc]
-		fns[ks.fc] = [3]int{c[0] + ks.starting, c[1] + ks.idle.n, c[2] + ks.busy}
-	}
-	for fc, c := range fns {
-		if c != [3]int{fc.starting, fc.idle, fc.busy} {
-			bad("fn %s/%s counts %d/%d/%d, keys say %v", fc.app, fc.fn, fc.starting, fc.idle, fc.busy, c)
+		c.Starting += ks.starting
+		c.Idle += ks.idle.n
+		c.Busy += ks.busy
+		c.Waiting += ks.withLaunch.n + ks.queued.n
+		c.Queued += ks.queued.n
+		fns[ks.fc] = c
+
+		// Min-warm.
+		w := &ks.warm
+		if ks.drained && w.n > 0 {
+			bad("drained key %s keeps %d warm", ks.key, w.n)
+		}
+		reservedMB += int64(w.n) * ks.mb
+		wantFloor := max(0, w.n-ks.starting-ks.busy)
+		wantGap := max(0, w.n-ks.live())
+		if w.floor != wantFloor || w.gap != wantGap {
+			bad("key %s: min-warm %d with %d starting, %d idle, %d busy has floor %d, gap %d; want %d, %d",
+				ks.key, w.n, ks.starting, ks.idle.n, ks.busy, w.floor, w.gap, wantFloor, wantGap)
+		}
+		floorMB += int64(w.floor) * ks.mb
+		if ready := w.gap > 0 && w.holding == nil && !p.closed; ready != warming[ks] || w.listed != warming[ks] {
+			bad("key %s: short of min-warm and ready %v, on the warming list %v (listed %v)", ks.key, ready, warming[ks], w.listed)
+		}
+		if !p.closed && ks.queued.n > 0 && p.hopeless(ks) {
+			bad("key %s: %d callers queued for a launch that cannot fit beside the reservations", ks.key, ks.queued.n)
+		}
+		if w.n == 0 && w.holding != nil {
+			bad("key %s backs off with no min-warm", ks.key)
+		}
+		if ks.maxRequests > 0 {
+			for e := ks.idle.head; e != nil; e = e.byKey.next {
+				if e.leases >= ks.maxRequests {
+					bad("key %s: idle instance served %d leases, MaxRequests %d", ks.key, e.leases, ks.maxRequests)
+				}
+			}
 		}
 	}
+	for fc, c := range fns {
+		if c != fc.Counts {
+			bad("fn %s/%s counts %+v, keys say %+v", fc.app, fc.fn, fc.Counts, c)
+		}
+	}
+	if reservedMB != p.reservedMB || floorMB != p.floorMB {
+		bad("pool reserves %d MB, floor %d; keys say %d, %d",
+			p.reservedMB, p.floorMB, reservedMB, floorMB)
+	}
+	if p.capacityMB > 0 && reservedMB > p.capacityMB {
+		bad("%d MB reserved, capacity %d", reservedMB, p.capacityMB)
+	}
+
 	if idle != p.idle.n || idleMB != p.idleMB {
 		bad("pool idle %d (%d MB), keys say %d (%d MB)", p.idle.n, p.idleMB, idle, idleMB)
 	}
@@ -641,12 +695,24 @@ func checkInvariants[I Instance](p *Pool[I]) (errs []error) {
 	if p.capacityMB > 0 && p.usedMB > p.capacityMB {
 		bad("usedMB %d over capacity %d", p.usedMB, p.capacityMB)
 	}
+	for l := range p.launches {
+		if l.handedMB > l.ks.mb {
+			bad("a launch of key %s (%d MB) was handed %d MB by evictions", l.ks.key, l.ks.mb, l.handedMB)
+		}
+	}
 	if len(p.launches) > p.maxLaunches {
 		bad("%d launches in flight, at most %d allowed", len(p.launches), p.maxLaunches)
 	}
-	if !p.closed && p.queued > 0 && len(p.launches) < p.maxLaunches {
-		if m := p.byMemory.top().queued.head; p.fits(m.ks.mb) {
+	if !p.closed && len(p.byMemory.gs) > 0 && len(p.launches) < p.maxLaunches {
+		if m := p.byMemory.top().queued.head; p.fitsFor(m.ks) {
 			bad("a launch slot is free and queued waiter %d of key %s fits", m.seq, m.ks.key)
+		}
+	}
+	if !p.closed && len(p.launches) < p.maxLaunches && p.fits(0) {
+		for ks := p.warming.head; ks != nil; ks = ks.warm.links.next {
+			if !ks.grp.full() {
+				bad("a launch slot is free and key %s, short of its min-warm, fits", ks.key)
+			}
 		}
 	}
 	errs = append(errs, checkGroups(p)...)
@@ -660,8 +726,8 @@ func checkInvariants[I Instance](p *Pool[I]) (errs []error) {
 func checkGroups[I Instance](p *Pool[I]) (errs []error) {
 	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
 	type sums struct {
-		keys, launching, queued int
-		liveMB                  int64 // starting and live instances; closing ones are not listed
+		keys, launching, queued, instances int
+		liveMB                             int64 // starting and live instances; closing ones are not listed
 	}
 	want := map[*group[I]]*sums{}
 	sumsOf := func(g *group[I]) *sums {
@@ -680,12 +746,14 @@ func checkGroups[I Instance](p *Pool[I]) (errs []error) {
 		c.launching += ks.starting
 		c.queued += ks.queued.n
 		c.liveMB += int64(ks.starting) * ks.mb
+		c.instances += ks.starting
 	}
 	for e := range p.live {
 		sumsOf(e.ks.grp).liveMB += e.mb
+		sumsOf(e.ks.grp).instances++
 	}
 	var totalMB int64
-	var closing, queued int
+	var closing, queued, queuedGrps int
 	for id, g := range p.groups {
 		c := sumsOf(g)
 		if g.id != id {
@@ -712,13 +780,28 @@ func checkGroups[I Instance](p *Pool[I]) (errs []error) {
 			}
 			last = w
 		}
-		in := g.queued.n > 0
+		if g.instances != c.instances {
+			bad("group %v: %d instances, its keys and live instances say %d", id, g.instances, c.instances)
+		}
+		// Every key of a group in the tests has the same MaxInstances,
+		// so it is never exceeded.
+		if g.maxInstances > 0 && g.instances > g.maxInstances {
+			bad("group %v: %d instances, MaxInstances %d", id, g.instances, g.maxInstances)
+		}
+		in := g.queued.n > 0 && !g.full()
 		if (g.memoryAt >= 0) != in || (g.slotsAt >= 0) != in {
-			bad("group %v with %d queued at heap positions %d, %d", id, g.queued.n, g.memoryAt, g.slotsAt)
+			bad("group %v with %d queued, %d of %d instances, at heap positions %d, %d",
+				id, g.queued.n, g.instances, g.maxInstances, g.memoryAt, g.slotsAt)
+		}
+		if g.queued.n > 0 {
+			queuedGrps++
 		}
 		totalMB += g.mb
 		closing += g.closing
 		queued += g.queued.n
+	}
+	if queuedGrps != p.queuedGrps {
+		bad("%d groups with queued waiters, the pool counts %d", queuedGrps, p.queuedGrps)
 	}
 	for g := range want {
 		if p.groups[g.id] != g {

@@ -2,6 +2,9 @@ package pool
 
 import "slices"
 
+// live is how many instances of ks are starting, idle or busy.
+func (ks *keyState[I]) live() int { return ks.starting + ks.idle.n + ks.busy }
+
 func (p *Pool[I]) allKeys() []*keyState[I] {
 	all := make([]*keyState[I], 0, len(p.keys)+len(p.retired))
 	for _, ks := range p.keys {
@@ -38,6 +41,7 @@ func (p *Pool[I]) keyFor(spec *Spec[I]) *keyState[I] {
 		fc:          fc,
 		mb:          max(spec.MemoryMB, 0),
 		idleTimeout: spec.IdleTimeout,
+		maxRequests: max(spec.MaxRequests, 0),
 	}
 	if ks.idleTimeout <= 0 {
 		ks.idleTimeout = DefaultIdleTimeout
@@ -49,14 +53,20 @@ func (p *Pool[I]) keyFor(spec *Spec[I]) *keyState[I] {
 	if spec.Group != "" {
 		g.live = append(g.live, ks)
 	}
+	// The newest key decides the group's limit: it is the fn as it is
+	// now, and the keys it drained are on their way out.
+	g.maxInstances = max(spec.MaxInstances, 0)
+	p.place(g)
 	return ks
 }
 
 // forget drops a key that has nothing left, so keys of deleted or changed
-// fns do not pile up. Instances still closing keep their pointer to it.
+// fns do not pile up; one with a min-warm is kept, even with no instances
+// (its launches may be failing). Instances still closing keep their
+// pointer to it.
 func (p *Pool[I]) forget(ks *keyState[I]) {
 	if ks.forgotten || ks.starting > 0 || ks.busy > 0 || ks.idle.n > 0 ||
-		ks.withLaunch.n > 0 || ks.queued.n > 0 {
+		ks.withLaunch.n > 0 || ks.queued.n > 0 || ks.warm.n > 0 {
 		return
 	}
 	ks.forgotten = true

@@ -49,7 +49,8 @@ type Instance interface {
 type Spec[I Instance] struct {
 	// Key covers everything that changes the container (image digest,
 	// format, memory, cpus, config, timeouts). The first Spec seen for a
-	// Key decides its MemoryMB and IdleTimeout.
+	// Key decides its MemoryMB, IdleTimeout, MaxInstances and
+	// MaxRequests.
 	Key string
 	// Group is the fn id: when a new Key shows up for a Group, instances
 	// of the group's older keys drain. Groups are also what the pool
@@ -64,6 +65,19 @@ type Spec[I Instance] struct {
 	// IdleTimeout closes instances idle for that long; <= 0 means
 	// DefaultIdleTimeout.
 	IdleTimeout time.Duration
+	// MaxInstances bounds the instances of the Group (all its keys)
+	// alive at once: starting, idle or busy; closing ones do not count.
+	// A caller beyond it queues, as one waiting for memory does, until an
+	// instance of its key is released to it or one of the group's closes.
+	// The group's newest key decides it, so instances of drained keys
+	// count against the new key's limit until they are gone. 0 (or
+	// negative) means no limit.
+	MaxInstances int
+	// MaxRequests retires an instance once it has served that many
+	// leases: at the Release of the last one it is closed instead of
+	// being reused, and Hooks.Retired reports it. 0 (or negative) means
+	// no limit.
+	MaxRequests int
 	// Launch starts one instance. Its ctx is the pool's, not the
 	// caller's: it ends at Config.LaunchTimeout or when the pool closes.
 	// When it fails it must leave nothing behind: the pool frees the
@@ -76,11 +90,12 @@ type Config struct {
 	// CapacityMB is the memory all instances may hold together; 0 means
 	// unlimited (see DetectCapacityMB).
 	CapacityMB int64
-	// MaxQueue bounds the calls queued, that is waiting for memory or a
-	// launch slot (calls waiting for a launch already under way do not
-	// count), shared fairly between groups: with G groups having queued
-	// calls, a group may queue max(1, MaxQueue/G) (see the package doc).
-	// 0 means DefaultMaxQueue, negative means no queueing at all.
+	// MaxQueue bounds the calls queued, that is waiting for memory, a
+	// launch slot or their group's MaxInstances (calls waiting for a
+	// launch already under way do not count), shared fairly between
+	// groups: with G groups having queued calls, a group may queue
+	// max(1, MaxQueue/G) (see the package doc). 0 means DefaultMaxQueue,
+	// negative means no queueing at all.
 	MaxQueue int
 	// MaxLaunches bounds the launches in flight across the pool at once;
 	// more wait for a slot, which goes to the group with the fewest
@@ -113,23 +128,42 @@ type Hooks struct {
 	// the queue, whatever the outcome; Acquires served by an idle
 	// instance at once do not report.
 	QueueWait func(app, fn string, waited time.Duration)
+	// Retired reports an instance closed because it had served
+	// Spec.MaxRequests leases; one discarded, or found dead, on its last
+	// lease is not retired but closed for that.
+	Retired func(app, fn string)
 	// Closed reports every Instance.Close, with what it returned.
 	Closed func(app, fn string, err error)
 	// Changed gives the counts for app/fn (all its keys) after they changed.
-	Changed func(app, fn string, starting, idle, busy int)
+	Changed func(app, fn string, c Counts)
 	// MemoryUsed gives the memory held after it changed.
 	MemoryUsed func(usedMB, capacityMB int64)
+}
+
+// Counts are what Hooks.Changed reports for one app/fn, summed over its
+// keys.
+type Counts struct {
+	Starting, Idle, Busy int // instances
+	// Waiting are the fn's calls blocked in Acquire, the fn's queue as
+	// its users see it: Queued, and those waiting for a launch under way.
+	Waiting int
+	// Queued are those with no launch under way for them: waiting for
+	// memory, a launch slot or MaxInstances (as in Stats).
+	Queued int
 }
 
 // Stats is a snapshot of a Pool.
 type Stats struct {
 	UsedMB, CapacityMB int64
-	Waiting            int // calls blocked in Acquire
-	Queued             int // of those, the ones waiting for memory or a launch slot (no launch under way for them)
-	Launching          int // launches in flight, each holding a launch slot
-	Busy               int // leases held
-	Closing            int // instances being closed
-	Keys               []KeyStats
+	// ReservedMB is what the keys' min-warm (SetMinWarm) reserve
+	// together: MinWarm times the key's memory, summed.
+	ReservedMB int64
+	Waiting    int // calls blocked in Acquire
+	Queued     int // of those, the ones waiting for memory, a launch slot or MaxInstances (no launch under way for them)
+	Launching  int // launches in flight, each holding a launch slot
+	Busy       int // leases held
+	Closing    int // instances being closed
+	Keys       []KeyStats
 	// Groups are those of the keys in Keys, and those whose instances
 	// are still being closed.
 	Groups []GroupStats
@@ -145,12 +179,17 @@ type GroupStats struct {
 	Queued     int   // calls waiting with no launch under way for them
 	Closing    int   // instances being closed
 	MemoryMB   int64 // held by its starting, idle, busy and closing instances
+	// Instances are its starting, idle and busy ones, what MaxInstances
+	// (0: no limit) bounds.
+	Instances, MaxInstances int
 }
 
 // KeyStats are the counts of one key, sorted by Key in Stats.
 type KeyStats struct {
 	Key, Group, App, Fn           string
 	Starting, Idle, Busy, Waiting int
+	// MinWarm is what SetMinWarm asks to keep alive.
+	MinWarm int
 	// Drained keys only finish what they have: their instances close as
 	// they are released.
 	Drained bool
@@ -172,6 +211,8 @@ type entry[I Instance] struct {
 	mb        int64
 	state     state
 	idleSince time.Time
+	upAt      time.Time // when its launch returned
+	leases    int       // handed out so far, for MaxRequests
 	// handedOff is the part of mb an eviction already passed on to the
 	// launch it makes room for; closing frees only the rest.
 	handedOff int64
@@ -187,6 +228,9 @@ type launchOp[I Instance] struct {
 	// (every waiter of the key already has a launch of its own).
 	owner  *waiter[I]
 	cancel context.CancelFunc
+	// handedMB is what evictions handed it, which it waits to be gone;
+	// never more than its own memory.
+	handedMB int64
 }
 
 type result[I Instance] struct {
@@ -220,8 +264,10 @@ type keyState[I Instance] struct {
 	fc          *fnCounts
 	mb          int64
 	idleTimeout time.Duration
+	maxRequests int
 	drained     bool
 	forgotten   bool
+	warm        warmState[I]
 	idle        ilist[entry[I]] // oldest first; LIFO pops from the tail
 	busy        int
 	starting    int
@@ -234,10 +280,10 @@ type keyState[I Instance] struct {
 
 // fnCounts aggregates the keys of one app/fn for Hooks.Changed.
 type fnCounts struct {
-	app, fn              string
-	starting, idle, busy int
-	keys                 int
-	dirty                bool
+	app, fn string
+	Counts
+	keys  int
+	dirty bool
 }
 
 type fnID struct{ app, fn string }
@@ -260,43 +306,53 @@ type Pool[I Instance] struct {
 	// One mutex guards everything below; waiters block on their own
 	// channel, never on the mutex. The pool's unexported methods run with
 	// it held unless their comment says otherwise.
-	mu         sync.Mutex
-	closed     bool
-	usedMB     int64
-	idleMB     int64
-	memDirty   bool
-	keys       map[string]*keyState[I] // the live key of each Key
-	retired    map[*keyState[I]]struct{}
-	groups     map[groupID]*group[I]
-	fns        map[fnID]*fnCounts
-	dirty      []*fnCounts
-	live       map[*entry[I]]struct{} // every instance not yet being closed
-	launches   map[*launchOp[I]]struct{}
-	idle       ilist[entry[I]] // all idle instances, least recently used first
-	queued     int             // waiters without a launch, on their groups' queues
-	queuedMB   int64           // the memory they need together
-	waiting    int
-	seq        uint64
-	inflight   int
-	closing    int
-	leasesDone chan struct{}
-	shutdown   chan struct{}
-	reapTimer  Timer
-	reapAt     time.Time
-	reapGen    uint64
+	mu       sync.Mutex
+	closed   bool
+	usedMB   int64
+	idleMB   int64
+	memDirty bool
+	// admitDue asks unlock to run admit: something freed a launch slot,
+	// room under a MaxInstances, or memory, or a min-warm key wants a
+	// launch.
+	admitDue bool
+	// What the min-warm of keys keep from everyone else (see warm.go).
+	reservedMB, floorMB int64
+	warming             ilist[keyState[I]]      // keys short of their min-warm, ready to launch
+	keys                map[string]*keyState[I] // the live key of each Key
+	retired             map[*keyState[I]]struct{}
+	groups              map[groupID]*group[I]
+	fns                 map[fnID]*fnCounts
+	dirty               []*fnCounts
+	live                map[*entry[I]]struct{} // every instance not yet being closed
+	launches            map[*launchOp[I]]struct{}
+	idle                ilist[entry[I]] // all idle instances, least recently used first
+	queued              int             // waiters without a launch, on their groups' queues
+	queuedMB            int64           // the memory they need together
+	queuedGrps          int             // groups with queued waiters, for the queue share
+	waiting             int
+	seq                 uint64
+	inflight            int
+	closing             int
+	leasesDone          chan struct{}
+	shutdown            chan struct{}
+	reapTimer           Timer
+	reapAt              time.Time
+	reapGen             uint64
 	// The groups with queued waiters, in the order memory goes to them
 	// and in the order launch slots do.
 	byMemory, bySlots groupHeap[I]
 	sim               []simGroup[I] // scratch for firstInSlotOrder
+	simGen            uint64        // tells firstInSlotOrder's scratch in keys apart
 
 	// afterUnlock lets tests wait for any state change without sleeping.
 	afterUnlock func()
 }
 
-func entryByKey[I Instance](e *entry[I]) *links[entry[I]]      { return &e.byKey }
-func entryByAge[I Instance](e *entry[I]) *links[entry[I]]      { return &e.byAge }
-func waiterByKey[I Instance](w *waiter[I]) *links[waiter[I]]   { return &w.byKey }
-func waiterInQueue[I Instance](w *waiter[I]) *links[waiter[I]] { return &w.inQueue }
+func entryByKey[I Instance](e *entry[I]) *links[entry[I]]        { return &e.byKey }
+func entryByAge[I Instance](e *entry[I]) *links[entry[I]]        { return &e.byAge }
+func waiterByKey[I Instance](w *waiter[I]) *links[waiter[I]]     { return &w.byKey }
+func waiterInQueue[I Instance](w *waiter[I]) *links[waiter[I]]   { return &w.inQueue }
+func keyWarming[I Instance](ks *keyState[I]) *links[keyState[I]] { return &ks.warm.links }
 
 // New returns an empty pool.
 func New[I Instance](cfg Config) *Pool[I] {
@@ -333,6 +389,7 @@ func New[I Instance](cfg Config) *Pool[I] {
 		p.clock = RealClock{}
 	}
 	p.idle.at = entryByAge[I]
+	p.warming.at = keyWarming[I]
 	p.byMemory = groupHeap[I]{less: lessMemory[I], at: memoryAt[I]}
 	p.bySlots = groupHeap[I]{less: lessSlots[I], at: slotsAt[I]}
 	if h := p.hooks.MemoryUsed; h != nil {

@@ -147,7 +147,7 @@ func TestReleaseHandsOffToWaiter(t *testing.T) {
 		}
 		h.mu.Lock()
 		for _, c := range h.changed {
-			if c.idle != 0 {
+			if c.Idle != 0 {
 				t.Errorf("instance went through idle: %+v", c)
 			}
 		}
@@ -915,7 +915,7 @@ func TestHooksChangedReportsFinalCounts(t *testing.T) {
 	h.mu.Lock()
 	last := h.changed[len(h.changed)-1]
 	h.mu.Unlock()
-	if want := (changeEvent{"app", "k", 0, 1, 1}); last != want {
+	if want := (changeEvent{"app", "k", Counts{Idle: 1, Busy: 1}}); last != want {
 		t.Errorf("last Changed %+v, want %+v", last, want)
 	}
 	b.Release()
@@ -985,6 +985,9 @@ func stress(t *testing.T, cfg Config) {
 	for i := range specs {
 		specs[i].IdleTimeout = time.Duration(i+1) * time.Millisecond
 	}
+	specs[0].MaxRequests = 3
+	specs[2].MaxInstances = 2
+	specs[3].MaxInstances, specs[4].MaxInstances = 3, 3 // one group, one limit
 	var wg sync.WaitGroup
 	for w := range 32 {
 		wg.Go(func() {
@@ -1019,6 +1022,14 @@ func stress(t *testing.T, cfg Config) {
 				}
 				if i%13 == 0 {
 					h.p.Drain("g")
+				}
+				if w < 2 && i%11 == 0 {
+					// Min-warm set, changed and cleared under load;
+					// the reservation may not fit.
+					warm := specs[2+w]
+					if err := h.p.SetMinWarm(warm, (w+i)%3); err != nil && !errors.Is(err, ErrNoCapacity) {
+						t.Errorf("SetMinWarm: %v", err)
+					}
 				}
 			}
 		})

@@ -32,8 +32,8 @@ func (p *Pool[I]) stopReaper() {
 	p.reapTimer = nil
 }
 
-// reap closes instances idle longer than their key's IdleTimeout. It runs
-// without the lock, from the clock's timer.
+// reap closes instances idle longer than their key's IdleTimeout, but for
+// those a min-warm keeps. It runs without the lock, from the clock's timer.
 func (p *Pool[I]) reap(gen uint64) {
 	p.mu.Lock()
 	if p.closed || gen != p.reapGen {
@@ -44,8 +44,10 @@ func (p *Pool[I]) reap(gen uint64) {
 	now := p.clock.Now()
 	var next time.Time
 	for _, ks := range p.keys {
-		// Oldest first: the first one not yet due ends the key.
-		for e := ks.idle.head; e != nil; e = ks.idle.head {
+		// Oldest first: the first one not yet due ends the key, and so
+		// does reaching its min-warm; the next one to go idle above
+		// that re-arms the timer.
+		for e := ks.idle.head; e != nil && (ks.warm.n == 0 || ks.live() > ks.warm.n); e = ks.idle.head {
 			at := e.idleSince.Add(ks.idleTimeout)
 			if at.After(now) {
 				if next.IsZero() || at.Before(next) {
@@ -53,7 +55,7 @@ func (p *Pool[I]) reap(gen uint64) {
 				}
 				break
 			}
-			p.closeLocked(e, false)
+			p.closeLocked(e, closeGone)
 		}
 	}
 	if !next.IsZero() {

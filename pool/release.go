@@ -10,7 +10,7 @@ func (p *Pool[I]) watch(e *entry[I]) {
 	case <-e.done:
 		p.mu.Lock()
 		if e.state == stateIdle {
-			p.closeLocked(e, false)
+			p.closeLocked(e, closeGone)
 		}
 		p.unlock()
 	case <-e.gone:
@@ -21,7 +21,14 @@ func (p *Pool[I]) watch(e *entry[I]) {
 func (p *Pool[I]) putBack(e *entry[I]) {
 	ks := e.ks
 	if p.closed || isDone(e.done) {
-		p.closeLocked(e, false)
+		p.closeLocked(e, closeGone)
+		return
+	}
+	if ks.maxRequests > 0 && e.leases >= ks.maxRequests {
+		// Its waiters, if any, get a launch in its place: closing it
+		// makes room under MaxInstances at once, and its memory as
+		// soon as it is gone.
+		p.closeLocked(e, closeRetired)
 		return
 	}
 	if w := ks.headWaiter(); w != nil {
@@ -34,7 +41,7 @@ func (p *Pool[I]) putBack(e *entry[I]) {
 		return
 	}
 	if ks.drained {
-		p.closeLocked(e, false)
+		p.closeLocked(e, closeGone)
 		return
 	}
 	p.putIdle(e)
@@ -43,7 +50,7 @@ func (p *Pool[I]) putBack(e *entry[I]) {
 func (p *Pool[I]) putIdle(e *entry[I]) {
 	p.setState(e, stateIdle)
 	p.arm(e.idleSince.Add(e.ks.idleTimeout))
-	if p.queued > 0 {
+	if p.queued > 0 || p.warming.n > 0 {
 		// Someone waits for memory this instance could give up.
 		p.admit()
 	}
@@ -57,10 +64,10 @@ func (p *Pool[I]) setState(e *entry[I], s state) {
 		ks.idle.remove(e)
 		p.idle.remove(e)
 		p.idleMB -= e.mb
-		fc.idle--
+		fc.Idle--
 	case stateBusy:
 		ks.busy--
-		fc.busy--
+		fc.Busy--
 	}
 	e.state = s
 	switch s {
@@ -69,19 +76,33 @@ func (p *Pool[I]) setState(e *entry[I], s state) {
 		ks.idle.pushBack(e)
 		p.idle.pushBack(e)
 		p.idleMB += e.mb
-		fc.idle++
+		fc.Idle++
 	case stateBusy:
 		ks.busy++
-		fc.busy++
+		fc.Busy++
+		e.leases++
 	}
 	p.touch(fc)
+	if ks.warm.n > 0 {
+		p.rewarm(ks)
+	}
 }
+
+// closeReason says why closeLocked closes an instance, for Hooks.
+type closeReason uint8
+
+const (
+	closeGone    closeReason = iota // dead, discarded, drained, reaped or shut down
+	closeEvicted                    // to make room for another key
+	closeRetired                    // it served MaxRequests leases
+)
 
 // closeLocked takes e out of the pool and closes it in the background with
 // its own timeout. Its memory stays held, and charged to its group, until
 // Close returns (but for what an eviction already passed on): a fn whose
 // instances break and hang in Close must not look like it holds nothing.
-func (p *Pool[I]) closeLocked(e *entry[I], evicted bool) {
+// It stops counting against MaxInstances at once.
+func (p *Pool[I]) closeLocked(e *entry[I], why closeReason) {
 	if e.state == stateClosing {
 		return
 	}
@@ -90,17 +111,27 @@ func (p *Pool[I]) closeLocked(e *entry[I], evicted bool) {
 	close(e.gone)
 	p.closing++
 	e.ks.grp.closing++ // before forget, which may drop the group otherwise
+	p.addInstances(e.ks.grp, -1)
+	p.noteClose(e)
 	p.wg.Add(1)
-	go p.closeInstance(e, evicted)
+	go p.closeInstance(e, why)
+	p.refuseHopelessOf(e.ks)
 	p.forget(e.ks)
 }
 
 // closeInstance runs without the lock.
-func (p *Pool[I]) closeInstance(e *entry[I], evicted bool) {
+func (p *Pool[I]) closeInstance(e *entry[I], why closeReason) {
 	defer p.wg.Done()
 	fc := e.ks.fc
-	if h := p.hooks.Evicted; evicted && h != nil {
-		h(fc.app, fc.fn)
+	switch why {
+	case closeEvicted:
+		if h := p.hooks.Evicted; h != nil {
+			h(fc.app, fc.fn)
+		}
+	case closeRetired:
+		if h := p.hooks.Retired; h != nil {
+			h(fc.app, fc.fn)
+		}
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), p.closeTimeout)
 	err := e.inst.Close(ctx)

@@ -12,6 +12,7 @@ func (p *Pool[I]) Stats() Stats {
 	s := Stats{
 		UsedMB:     p.usedMB,
 		CapacityMB: p.capacityMB,
+		ReservedMB: p.reservedMB,
 		Waiting:    p.waiting,
 		Queued:     p.queued,
 		Launching:  len(p.launches),
@@ -24,7 +25,8 @@ func (p *Pool[I]) Stats() Stats {
 		s.Groups = append(s.Groups, GroupStats{
 			Group: g.id.name, Key: g.id.key,
 			Launching: g.launching, Queued: g.queued.n, Closing: g.closing,
-			MemoryMB: g.mb,
+			MemoryMB:  g.mb,
+			Instances: g.instances, MaxInstances: g.maxInstances,
 		})
 	}
 	slices.SortFunc(s.Groups, func(a, b GroupStats) int {
@@ -35,6 +37,7 @@ func (p *Pool[I]) Stats() Stats {
 			Key: ks.key, Group: ks.group, App: ks.fc.app, Fn: ks.fc.fn,
 			Starting: ks.starting, Idle: ks.idle.n, Busy: ks.busy,
 			Waiting: ks.withLaunch.n + ks.queued.n,
+			MinWarm: ks.warm.n,
 			Drained: ks.drained,
 		})
 	}
@@ -54,15 +57,19 @@ func (p *Pool[I]) Stats() Stats {
 	return s
 }
 
-// unlock reports the gauges that changed, then releases the lock; every
-// critical section that changes state ends with it.
+// unlock runs admit if something asked for it, reports the gauges that
+// changed, then releases the lock; every critical section that changes
+// state ends with it.
 func (p *Pool[I]) unlock() {
+	if p.admitDue {
+		p.admit()
+	}
 	if len(p.dirty) > 0 {
 		h := p.hooks.Changed
 		for i, fc := range p.dirty {
 			fc.dirty = false
 			if h != nil {
-				h(fc.app, fc.fn, fc.starting, fc.idle, fc.busy)
+				h(fc.app, fc.fn, fc.Counts)
 			}
 			p.dirty[i] = nil
 		}

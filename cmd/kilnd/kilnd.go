@@ -151,9 +151,11 @@ func (m *Main) Open(ctx context.Context) error {
 					mx.ContainerStart.WithLabelValues(app, fn, "hot").Inc()
 					mx.StartSeconds.Observe(took.Seconds())
 				},
-				Evicted:    func(app, fn string) { mx.Evictions.Inc() },
-				QueueWait:  func(app, fn string, waited time.Duration) { mx.QueueWait.Observe(waited.Seconds()) },
-				Changed:    mx.SetContainers,
+				Evicted:   func(app, fn string) { mx.Evictions.Inc() },
+				QueueWait: func(app, fn string, waited time.Duration) { mx.QueueWait.Observe(waited.Seconds()) },
+				Changed: func(app, fn string, c pool.Counts) {
+					mx.SetContainers(app, fn, c.Starting, c.Idle, c.Busy)
+				},
 				MemoryUsed: mx.SetMemory,
 			},
 		},
