@@ -50,11 +50,7 @@ func (s *Server) invoke(w http.ResponseWriter, r *http.Request, t *calls.Target)
 		writeError(w, err)
 		return
 	}
-	body, err := readBody(w, r, s.cfg.MaxBody)
-	if err != nil {
-		writeError(w, err)
-		return
-	}
+	detached := r.Header.Get("Fn-Invoke-Type") == "detached"
 	header := r.Header.Clone()
 	protocol.StripHopByHop(header)
 	req := &protocol.Request{
@@ -62,9 +58,25 @@ func (s *Server) invoke(w http.ResponseWriter, r *http.Request, t *calls.Target)
 		Method: r.Method,
 		URL:    requestURL(r),
 		Header: header,
-		Body:   body,
 	}
-	if r.Header.Get("Fn-Invoke-Type") == "detached" {
+	if !detached && r.ContentLength != 0 && protocol.StreamsRequest(t.Fn.Format, r.ContentLength) {
+		// Streamed to the function as it arrives; the limit still holds,
+		// checked as the bytes go by (a 413 then discards the container,
+		// which got half a frame).
+		if r.ContentLength > s.cfg.MaxBody {
+			writeError(w, fmt.Errorf("body of %d bytes is over the %d byte limit: %w", r.ContentLength, s.cfg.MaxBody, errdefs.ErrTooLarge))
+			return
+		}
+		req.BodyStream, req.BodyLength = http.MaxBytesReader(w, r.Body, s.cfg.MaxBody), r.ContentLength
+	} else {
+		body, err := readBody(w, r, s.cfg.MaxBody)
+		if err != nil {
+			writeError(w, err)
+			return
+		}
+		req.Body = body
+	}
+	if detached {
 		if _, err := s.calls.Enqueue(r.Context(), t, req); err != nil {
 			if r.Context().Err() != nil {
 				// The client left before the call was stored: it got no
@@ -83,6 +95,10 @@ func (s *Server) invoke(w http.ResponseWriter, r *http.Request, t *calls.Target)
 			return // nobody to answer; the record says what happened
 		}
 		writeError(w, err)
+		return
+	}
+	if resp.Stream != nil {
+		s.writeStream(w, resp)
 		return
 	}
 	writeResponse(w, resp)
@@ -125,4 +141,50 @@ func writeResponse(w http.ResponseWriter, resp *protocol.Response) {
 	}
 	w.WriteHeader(status)
 	_, _ = w.Write(resp.Body)
+}
+
+// writeStream passes a streamed answer on as it arrives, flushing after
+// every piece, so an event reaches the client when the function wrote it.
+// A client that goes away closes the stream (the call's record says so);
+// a stream that fails mid-way is cut, so the client sees an incomplete
+// response, not a clean end.
+func (s *Server) writeStream(w http.ResponseWriter, resp *protocol.Response) {
+	defer resp.Stream.Close()
+	h := w.Header()
+	for k, v := range resp.Header {
+		h[k] = v
+	}
+	protocol.StripHopByHop(h)
+	h.Del("Content-Length")
+	// Proxies such as nginx would otherwise hold the stream back.
+	h.Set("X-Accel-Buffering", "no")
+	status := resp.Status
+	if status == 0 {
+		status = http.StatusOK
+	}
+	w.WriteHeader(status)
+	rc := http.NewResponseController(w)
+	if rc.Flush() != nil {
+		return
+	}
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := resp.Stream.Read(buf)
+		if n > 0 {
+			if _, werr := w.Write(buf[:n]); werr != nil {
+				return
+			}
+			if rc.Flush() != nil {
+				return
+			}
+		}
+		if err == io.EOF {
+			return
+		}
+		if err != nil {
+			// The status is out already: only cutting the connection
+			// tells the client the body is not whole.
+			panic(http.ErrAbortHandler)
+		}
+	}
 }

@@ -4,13 +4,16 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/kiln-run/kiln/calls"
 	"github.com/kiln-run/kiln/errdefs"
+	"github.com/kiln-run/kiln/protocol"
 	"github.com/kiln-run/kiln/store"
 )
 
@@ -93,5 +96,80 @@ func TestErrorStatuses(t *testing.T) {
 		if got := rec.Header().Get("Retry-After"); got != tt.retry {
 			t.Errorf("%v: Retry-After %q, want %q", tt.err, got, tt.retry)
 		}
+	}
+}
+
+// chanStream is a streamed body fed by a channel; an error value ends it
+// with that error.
+type chanStream struct {
+	ch   chan any
+	done bool
+}
+
+func (c *chanStream) Read(p []byte) (int, error) {
+	v, ok := <-c.ch
+	if !ok {
+		c.done = true
+		return 0, io.EOF
+	}
+	if err, isErr := v.(error); isErr {
+		return 0, err
+	}
+	return copy(p, v.(string)), nil
+}
+
+func (c *chanStream) Close() error { return nil }
+
+type chanHot struct{ body *chanStream }
+
+func (h *chanHot) Done() <-chan struct{}       { return nil }
+func (h *chanHot) Err() error                  { return nil }
+func (h *chanHot) Close(context.Context) error { return nil }
+func (h *chanHot) Call(context.Context, *protocol.Request, io.Writer) (*protocol.Response, error) {
+	return &protocol.Response{Status: 200, Header: http.Header{"Content-Type": {"text/event-stream"}}, Stream: h.body}, nil
+}
+
+// TestStreamedAnswers: each piece of a streamed answer is flushed to the
+// client before the next exists; a stream that fails mid-way is cut, so
+// the client sees an incomplete body rather than a clean end.
+func TestStreamedAnswers(t *testing.T) {
+	for _, fails := range []bool{false, true} {
+		t.Run(fmt.Sprintf("fails=%v", fails), func(t *testing.T) {
+			e, rt := newSecEnv(t, Config{})
+			body := &chanStream{ch: make(chan any)}
+			rt.hot = func() (calls.Instance, error) { return &chanHot{body: body}, nil }
+			a := e.app("a")
+			f := ok[fnJSON](e, "POST", "/v2/fns", map[string]any{"name": "s", "app_id": a.ID, "image": "img:1", "format": "http"})
+			srv := httptest.NewServer(e.srv)
+			defer srv.Close()
+			resp, err := http.Post(srv.URL+"/invoke/"+f.ID, "text/plain", nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			if resp.Header.Get("X-Accel-Buffering") != "no" || resp.Header.Get("Content-Type") != "text/event-stream" || resp.ContentLength != -1 {
+				t.Fatalf("head %v, length %d", resp.Header, resp.ContentLength)
+			}
+			buf := make([]byte, 64)
+			for i := 0; i < 3; i++ {
+				piece := fmt.Sprintf("data: %d\n\n", i)
+				body.ch <- piece // the next piece exists only once this one is read
+				n, err := io.ReadAtLeast(resp.Body, buf, len(piece))
+				if err != nil || string(buf[:n]) != piece {
+					t.Fatalf("piece %d: %q, %v", i, buf[:n], err)
+				}
+			}
+			if fails {
+				body.ch <- fmt.Errorf("%w: exited", errdefs.ErrFunction)
+				if _, err := io.ReadAll(resp.Body); err == nil {
+					t.Fatal("a failed stream ended cleanly for the client")
+				}
+				return
+			}
+			close(body.ch)
+			if rest, err := io.ReadAll(resp.Body); err != nil || len(rest) != 0 {
+				t.Fatalf("end: %q, %v", rest, err)
+			}
+		})
 	}
 }

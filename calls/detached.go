@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"sync"
 	"time"
@@ -323,7 +324,12 @@ func (s *Service) runDetached(c *store.Call) {
 	logs := &callLog{max: s.cfg.CallLogCap}
 	// The response has no one to go to: a detached call's outcome is its
 	// record and its log.
-	_, err = s.execute(cctx, t, req, logs)
+	resp, err := s.execute(cctx, t, req, logs)
+	if err == nil && resp.Stream != nil {
+		// Nobody reads it, but the container is busy until it ends.
+		_, err = io.Copy(io.Discard, resp.Stream)
+		resp.Stream.Close()
+	}
 	if busy(err) {
 		// Sync calls had the node's capacity for the whole deadline (or
 		// containerd is restarting): the call did not run, so it goes

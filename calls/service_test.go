@@ -369,3 +369,128 @@ func TestHostNetworkPolicy(t *testing.T) {
 		t.Fatalf("%d containers started for a refused fn", n)
 	}
 }
+
+// streamHot answers every call with a stream its test controls.
+type streamHot struct {
+	fakeHot
+	body func() io.ReadCloser
+}
+
+func (h *streamHot) Call(ctx context.Context, req *protocol.Request, _ io.Writer) (*protocol.Response, error) {
+	return &protocol.Response{Status: 200, Header: http.Header{}, Stream: h.body()}, nil
+}
+
+// pipeStream is a stream body whose end the test decides; Close before
+// the end breaks the instance, as a real one does.
+type pipeStream struct {
+	r    *io.PipeReader
+	inst *fakeHot
+	done bool
+}
+
+func (p *pipeStream) Read(b []byte) (int, error) {
+	n, err := p.r.Read(b)
+	if err == io.EOF {
+		p.done = true
+	} else if err != nil {
+		p.inst.die(err)
+	}
+	return n, err
+}
+
+func (p *pipeStream) Close() error {
+	if !p.done {
+		p.inst.die(errors.New("closed mid-stream"))
+	}
+	return p.r.Close()
+}
+
+// TestStreamedCalls: a streamed answer holds its container and its call
+// open until the body ends: then the record is success and the container
+// serves again; a failed stream is an error record and a discarded
+// container; a client that goes away is recorded as such.
+func TestStreamedCalls(t *testing.T) {
+	for _, tt := range []struct {
+		name     string
+		end      func(w *io.PipeWriter, s io.ReadCloser)
+		status   string
+		msg      string
+		reusable bool
+	}{
+		{"clean end", func(w *io.PipeWriter, s io.ReadCloser) {
+			w.Close()
+			_, _ = io.ReadAll(s)
+		}, store.CallSuccess, "", true},
+		{"function fails mid-stream", func(w *io.PipeWriter, s io.ReadCloser) {
+			w.CloseWithError(fmt.Errorf("%w: function exited with code 3", errdefs.ErrFunction))
+			_, _ = io.ReadAll(s)
+		}, store.CallError, "exited with code 3", false},
+		{"client goes away", func(w *io.PipeWriter, s io.ReadCloser) {
+			s.Close()
+		}, store.CallError, "client went away", false},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			st := asyncStore(t)
+			_, fn, _ := hotFn(t, st, "streams", 64)
+			var w *io.PipeWriter
+			var inst *streamHot
+			rt := &streamRuntime{make: func() Instance {
+				inst = &streamHot{fakeHot: fakeHot{done: make(chan struct{})}}
+				inst.body = func() io.ReadCloser {
+					var r *io.PipeReader
+					r, w = io.Pipe()
+					return &pipeStream{r: r, inst: &inst.fakeHot}
+				}
+				return inst
+			}}
+			svc := hotService(t, st, rt, pool.Config{})
+			target, _ := svc.ByFn(context.Background(), fn.ID)
+			id := svc.NewCallID()
+			resp, err := svc.Call(context.Background(), target, &protocol.Request{CallID: id, Method: "GET", URL: "http://x/"})
+			if err != nil || resp.Stream == nil {
+				t.Fatalf("%+v, %v", resp, err)
+			}
+			go func() { _, _ = w.Write([]byte("data: one\n\n")) }()
+			buf := make([]byte, 64)
+			if n, err := resp.Stream.Read(buf); err != nil || string(buf[:n]) != "data: one\n\n" {
+				t.Fatalf("first piece %q, %v", buf[:n], err)
+			}
+			if c, _ := svc.GetCall(context.Background(), fn.ID, id); c.Status != store.CallRunning {
+				t.Fatalf("mid-stream the call is %s", c.Status)
+			}
+			if s := svc.Pool().Stats(); s.Busy != 1 {
+				t.Fatalf("mid-stream the container is not busy: %+v", s)
+			}
+			tt.end(w, resp.Stream)
+			var c *store.Call
+			waitUntil(t, 5*time.Second, "the record", func() bool {
+				c, _ = svc.GetCall(context.Background(), fn.ID, id)
+				return c != nil && final(c.Status)
+			})
+			if c.Status != tt.status || !strings.Contains(c.Error, tt.msg) {
+				t.Fatalf("record %s %q, want %s mentioning %q", c.Status, c.Error, tt.status, tt.msg)
+			}
+			waitUntil(t, 5*time.Second, "the lease to end", func() bool {
+				s := svc.Pool().Stats()
+				return s.Busy == 0 && s.Closing == 0
+			})
+			idle := 0
+			for _, k := range svc.Pool().Stats().Keys {
+				idle += k.Idle
+			}
+			if (idle == 1) != tt.reusable {
+				t.Fatalf("%d idle instances after the stream; reusable should be %v", idle, tt.reusable)
+			}
+		})
+	}
+}
+
+type streamRuntime struct{ make func() Instance }
+
+func (r *streamRuntime) StartHot(context.Context, *executor.Function) (Instance, error) {
+	return r.make(), nil
+}
+func (r *streamRuntime) RunCold(context.Context, *executor.Function, *protocol.Request, io.Writer) (*protocol.Response, error) {
+	return nil, errors.New("no cold calls")
+}
+func (r *streamRuntime) ImageID(context.Context, string) (string, error) { return "sha256:s", nil }

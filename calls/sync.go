@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"sync"
 	"time"
 
 	"github.com/sirupsen/logrus"
@@ -22,46 +23,119 @@ func (s *Service) NewCallID() string { return s.store.NewID() }
 // Call runs one synchronous call of t and returns the function's answer.
 // req.CallID must be set; the deadline is the fn's timeout from now, and
 // ctx (the client's request) cancels the call early if the client goes.
-// The call's record, log and metrics are kept whatever the outcome.
+// The call's record, log and metrics are kept whatever the outcome. An
+// answer with a Stream is still running: the caller must read it to its
+// end or Close it, and the record is written then.
 func (s *Service) Call(ctx context.Context, t *Target, req *protocol.Request) (*protocol.Response, error) {
 	done, err := s.accept()
 	if err != nil {
 		return nil, err
 	}
-	defer done()
 	if t.policyErr != nil {
+		done()
 		return nil, t.policyErr
 	}
 	start := time.Now()
 	deadline := start.Add(fnTimeout(t.Fn))
 	ctx, cancel := context.WithDeadline(ctx, deadline)
-	defer cancel()
 	req.Deadline = deadline
 
-	rec := &store.Call{ID: req.CallID, FnID: t.Fn.ID, AppID: t.App.ID, Status: store.CallRunning, CreatedAt: start, StartedAt: &start}
-	logs := &callLog{max: s.cfg.CallLogCap}
-	s.records.start(rec)
-	resp, err := s.execute(ctx, t, req, logs)
-	end := time.Now()
-	rec.CompletedAt = &end
-	rec.Status = store.CallSuccess
-	if err != nil {
-		err = callError(t.Fn, err)
-		rec.Status, rec.Error = callStatus(err), err.Error()
+	c := &syncCall{s: s, t: t, id: req.CallID, start: start, done: done, cancel: cancel,
+		logs: &callLog{max: s.cfg.CallLogCap}}
+	c.rec = &store.Call{ID: req.CallID, FnID: t.Fn.ID, AppID: t.App.ID, Status: store.CallRunning, CreatedAt: start, StartedAt: &start}
+	s.records.start(c.rec)
+	resp, err := s.execute(ctx, t, req, c.logs)
+	if err == nil && resp.Stream != nil {
+		c.stream = resp.Stream
+		resp.Stream = c
+		return resp, nil
 	}
-	s.records.put(rec, logs)
-	s.mx.ObserveCall(t.App.Name, t.Fn.Name, rec.Status, end.Sub(start))
-	if err != nil {
-		// Built only on failure: a logrus entry costs a map per call.
-		log := s.log.WithFields(logrus.Fields{"app": t.App.Name, "fn": t.Fn.Name, "call_id": req.CallID})
-		if errors.Is(err, context.Canceled) {
-			log.WithError(err).Info("client went away before the call finished")
-		} else {
-			log.WithError(err).Warn("call failed")
+	return resp, c.finish(err)
+}
+
+// syncCall is one sync call's bookkeeping, finished when its answer is
+// complete: at once, or at the end of a streamed body.
+type syncCall struct {
+	s      *Service
+	t      *Target
+	id     string
+	start  time.Time
+	rec    *store.Call
+	logs   *callLog
+	done   func()
+	cancel context.CancelFunc
+
+	// A streamed answer: what the client has been sent of it.
+	stream    io.ReadCloser
+	firstByte time.Duration
+	bytes     int64
+	once      sync.Once
+	err       error
+}
+
+// finish records the call's outcome and lets go of it; err is its
+// failure, nil for success. It returns the error the client gets.
+func (c *syncCall) finish(err error) error {
+	c.once.Do(func() {
+		s, t := c.s, c.t
+		end := time.Now()
+		c.rec.CompletedAt = &end
+		c.rec.Status = store.CallSuccess
+		if errors.Is(err, context.Canceled) && !errors.Is(err, errClientGone) {
+			// Only the client's request cancels a sync call.
+			err = fmt.Errorf("%w (%v)", errClientGone, err)
 		}
-		return nil, err
+		if err != nil {
+			err = callError(t.Fn, err)
+			c.rec.Status, c.rec.Error = callStatus(err), err.Error()
+		}
+		s.records.put(c.rec, c.logs)
+		s.mx.ObserveCall(t.App.Name, t.Fn.Name, c.rec.Status, end.Sub(c.start))
+		if c.stream != nil {
+			s.mx.ObserveStream(t.App.Name, t.Fn.Name, c.firstByte, c.bytes)
+		}
+		if err != nil {
+			// Built only on failure: a logrus entry costs a map per call.
+			log := s.log.WithFields(logrus.Fields{"app": t.App.Name, "fn": t.Fn.Name, "call_id": c.id})
+			if errors.Is(err, context.Canceled) || errors.Is(err, errClientGone) {
+				log.WithError(err).Info("client went away before the call finished")
+			} else {
+				log.WithError(err).Warn("call failed")
+			}
+		}
+		c.err = err
+		c.cancel()
+		c.done()
+	})
+	return c.err
+}
+
+var errClientGone = errors.New("the client went away before the call ended")
+
+// Read passes the streamed body on, counting it.
+func (c *syncCall) Read(p []byte) (int, error) {
+	n, err := c.stream.Read(p)
+	if n > 0 {
+		if c.bytes == 0 {
+			c.firstByte = time.Since(c.start)
+		}
+		c.bytes += int64(n)
 	}
-	return resp, nil
+	switch {
+	case err == io.EOF:
+		c.finish(nil)
+	case err != nil:
+		return n, c.finish(err)
+	}
+	return n, err
+}
+
+// Close ends the call; before the stream's end it is the client's doing
+// (it went away), and the container, left mid-frame, is discarded.
+func (c *syncCall) Close() error {
+	_ = c.stream.Close()
+	c.finish(errClientGone)
+	return nil
 }
 
 // fnTimeout is how long one call of fn may take; stored fns always have a
@@ -108,8 +182,39 @@ func (s *Service) execute(ctx context.Context, t *Target, req *protocol.Request,
 		lease.Discard()
 		return nil, err
 	}
+	if resp.Stream != nil {
+		// The container is busy until its body has been read.
+		resp.Stream = &leaseStream{rc: resp.Stream, lease: lease}
+		return resp, nil
+	}
 	lease.Release()
 	return resp, nil
+}
+
+// leaseStream holds a container's lease while its answer streams: a body
+// read to its end gives the container back, anything else discards it.
+type leaseStream struct {
+	rc    io.ReadCloser
+	lease *pool.Lease[Instance]
+}
+
+func (l *leaseStream) Read(p []byte) (int, error) {
+	n, err := l.rc.Read(p)
+	switch {
+	case err == io.EOF:
+		l.lease.Release()
+	case err != nil:
+		l.lease.Discard()
+	}
+	return n, err
+}
+
+func (l *leaseStream) Close() error {
+	err := l.rc.Close()
+	// After an end a second finish is a no-op; before one, the instance
+	// broke when its stream was closed, so this discards it.
+	l.lease.Discard()
+	return err
 }
 
 // poolError gives the pool's own sentinels kiln's: a call that found no

@@ -16,6 +16,7 @@ import (
 	"github.com/containerd/containerd/cio"
 	cerrdefs "github.com/containerd/containerd/errdefs"
 	"github.com/containerd/containerd/oci"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"github.com/sirupsen/logrus"
 )
 
@@ -49,13 +50,19 @@ type box struct {
 // cannot leave a container behind.
 const cleanupTimeout = 15 * time.Second
 
-func (r *Runtime) create(ctx context.Context, f *Function, kind string, extraEnv []string) (*box, error) {
-	b, err := r.createOnce(ctx, f, kind, extraEnv)
+// extras is what one kind of container adds to a fn's spec.
+type extras struct {
+	env    []string
+	mounts []specs.Mount
+}
+
+func (r *Runtime) create(ctx context.Context, f *Function, kind string, extra extras) (*box, error) {
+	b, err := r.createOnce(ctx, f, kind, extra)
 	if err != nil && r.cfg.GroupShims && errors.Is(err, errShimGone) && ctx.Err() == nil {
 		// The group's shim was exiting (its last container had just gone)
 		// as this container joined it: start a new group and try again.
 		r.nextShimGroup(f.FnID)
-		return r.createOnce(ctx, f, kind, extraEnv)
+		return r.createOnce(ctx, f, kind, extra)
 	}
 	return b, err
 }
@@ -70,7 +77,7 @@ func shimGone(err error) bool {
 		strings.Contains(msg, "failed to create shim task")
 }
 
-func (r *Runtime) createOnce(ctx context.Context, f *Function, kind string, extraEnv []string) (_ *box, retErr error) {
+func (r *Runtime) createOnce(ctx context.Context, f *Function, kind string, extra extras) (_ *box, retErr error) {
 	ctx = r.ctx(ctx)
 	img, err := r.ensureImage(ctx, f.Image)
 	if err != nil {
@@ -87,7 +94,7 @@ func (r *Runtime) createOnce(ctx context.Context, f *Function, kind string, extr
 	id := newContainerID(f.FnName)
 	labels := map[string]string{LabelApp: f.AppName, LabelFn: f.FnName, LabelFnID: f.FnID, LabelKind: kind}
 	var shimGroup string
-	opts := f.specOpts(img, ispec.Config.User, extraEnv)
+	opts := f.specOpts(img, ispec.Config.User, extra)
 	if r.cfg.GroupShims {
 		// The runc shim reads its group from the spec's annotations (the
 		// label is for people and the sweep): containers of one fn then
@@ -272,6 +279,7 @@ func (b *box) stdinPipe() deadlineWriter { return b.io.stdin }
 func (b *box) stdoutPipe() io.Reader     { return b.io.stdout }
 func (b *box) stderrPipe() io.Reader     { return b.io.stderr }
 func (b *box) closeStdin()               { b.io.closeStdin() }
+func (b *box) kill()                     { go b.killNow() }
 func (b *box) logger() *logrus.Entry     { return b.log }
 
 // destroy stops the task (SIGTERM, then SIGKILL after grace) and removes
@@ -369,7 +377,7 @@ func (r *Runtime) retryRemove(b *box) {
 // kill sends SIGKILL to every process of the task without waiting; the
 // exit is seen by waitExit. It is how a cold run that passed its deadline
 // ends at once: its stdout reaches EOF when the shim sees the exit.
-func (b *box) kill() {
+func (b *box) killNow() {
 	ctx, cancel := context.WithTimeout(b.r.ctx(context.Background()), cleanupTimeout)
 	defer cancel()
 	if err := b.task.Kill(ctx, syscall.SIGKILL, containerd.WithKillAll); err != nil && !cerrdefs.IsNotFound(err) {

@@ -17,7 +17,7 @@ import (
 // call, the body on stdin then EOF, stdout until exit is the response.
 func (r *Runtime) RunCold(ctx context.Context, f *Function, req *protocol.Request, logs io.Writer) (*protocol.Response, error) {
 	start := time.Now()
-	b, err := r.create(ctx, f, "cold", protocol.DefaultEnv(req))
+	b, err := r.create(ctx, f, "cold", extras{env: protocol.DefaultEnv(req)})
 	if err != nil {
 		return nil, err
 	}
@@ -42,7 +42,7 @@ func (r *Runtime) RunCold(ctx context.Context, f *Function, req *protocol.Reques
 	// is what the read below waits for. Closing stdin frees the writer.
 	stop := context.AfterFunc(ctx, func() {
 		b.closeStdin()
-		b.kill()
+		b.killNow()
 	})
 	defer stop()
 

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"sync"
 	"sync/atomic"
@@ -31,6 +32,12 @@ type Hot struct {
 	codec  protocol.Codec
 	stdout *bufio.Reader
 	grace  time.Duration
+	// streamer is codec's streaming side, when it has one (http): a
+	// chunked response is then handed to the caller as it arrives.
+	streamer protocol.Streamer
+	// streaming is set while a caller reads a streamed body from stdout;
+	// the watcher waits for it, and a failure must end it at once.
+	streaming atomic.Bool
 
 	// The stdout watcher is stdout's only reader: it blocks in Peek, and
 	// when bytes arrive during a call it reads the frame and sends it on
@@ -68,6 +75,9 @@ type hotContainer interface {
 	closeStdin()
 	// destroy stops the process (SIGKILL after grace) and removes it.
 	destroy(grace time.Duration)
+	// kill sends SIGKILL without waiting: the process's stdout then ends,
+	// which is what unblocks a read of a streamed body.
+	kill()
 	logger() *logrus.Entry
 }
 
@@ -82,13 +92,17 @@ type callSink struct {
 	logs io.Writer
 }
 
-// StartHot creates and starts a hot container for f.
-func (r *Runtime) StartHot(ctx context.Context, f *Function) (*Hot, error) {
-	codec, err := protocol.New(f.Format, protocol.Limits{MaxBody: r.cfg.MaxBody})
+// StartHot creates and starts a hot container for f: one that speaks
+// f's format over stdio, or, for http-stream, over its socket.
+func (r *Runtime) StartHot(ctx context.Context, f *Function) (Instance, error) {
+	if f.Format == protocol.HTTPStream {
+		return r.startSocketHot(ctx, f)
+	}
+	codec, err := protocol.New(f.Format, protocol.Limits{MaxBody: r.cfg.MaxBody, MaxStream: r.cfg.MaxStream})
 	if err != nil {
 		return nil, fmt.Errorf("fn %q: %v: %w", f.FnName, err, errdefs.ErrInvalid)
 	}
-	b, err := r.create(ctx, f, "hot", nil)
+	b, err := r.create(ctx, f, "hot", extras{})
 	if err != nil {
 		return nil, err
 	}
@@ -108,6 +122,7 @@ func newHot(c hotContainer, codec protocol.Codec, grace time.Duration) *Hot {
 		results: make(chan frameResult, 1),
 		done:    make(chan struct{}),
 	}
+	h.streamer, _ = codec.(protocol.Streamer)
 	h.wg.Add(2)
 	go h.watchStdout()
 	go func() {
@@ -177,6 +192,11 @@ func (h *Hot) fail(err error) {
 		h.failErr = err
 		close(h.done)
 		h.c.closeStdin()
+		if h.streaming.Load() {
+			// A caller is blocked reading the body from stdout; only the
+			// process's end ends that read.
+			h.c.kill()
+		}
 	})
 }
 
@@ -201,8 +221,34 @@ func (h *Hot) watchStdout() {
 		}
 		// The watcher reads the frame itself: handing the reader to the
 		// calling goroutine and back would cost two more wake-ups per call.
+		// Only a streamed body is the caller's to read.
 		h.midFrame.Store(true)
-		resp, err := h.codec.ReadResponse(h.stdout)
+		var (
+			resp *protocol.Response
+			body io.Reader
+		)
+		if h.streamer != nil {
+			resp, body, err = h.streamer.ReadResponseStream(h.stdout)
+		} else {
+			resp, err = h.codec.ReadResponse(h.stdout)
+		}
+		if err == nil && body != nil {
+			s := &hotStream{h: h, body: body, done: make(chan struct{})}
+			h.streaming.Store(true)
+			resp.Stream = s
+			h.results <- frameResult{resp: resp, stream: s}
+			// The caller owns stdout until its stream ends (and then has
+			// cleared inCall itself), or the instance breaks.
+			select {
+			case <-s.done:
+			case <-h.done:
+				return
+			}
+			if h.Err() != nil {
+				return
+			}
+			continue
+		}
 		if err == nil {
 			if n := h.stdout.Buffered(); n > 0 {
 				err = fmt.Errorf("%w: %d bytes after the response frame", protocol.ErrProtocol, n)
@@ -227,6 +273,8 @@ type frameResult struct {
 	err  error
 	// eof: stdout ended before the frame began.
 	eof bool
+	// stream, when set, is resp.Stream: the body still to be read.
+	stream *hotStream
 }
 
 // Call sends req and reads exactly one response frame. On any error the
@@ -246,12 +294,25 @@ func (h *Hot) Call(ctx context.Context, req *protocol.Request, logs io.Writer) (
 	// belongs to this call. The next call replaces it.
 	h.current.Store(&callSink{id: req.CallID, logs: logs})
 	stop := context.AfterFunc(ctx, func() { h.fail(callAborted(ctx)) })
-	defer stop()
+	// A streamed answer keeps the deadline watch until its body ends.
+	streamed := false
+	defer func() {
+		if !streamed {
+			stop()
+		}
+	}()
 
 	stdin := h.c.stdinPipe()
 	deadline, _ := ctx.Deadline() // zero: no deadline
 	_ = stdin.SetWriteDeadline(deadline)
 	if err := h.codec.WriteRequest(stdin, req); err != nil {
+		var src *protocol.BodyError
+		if errors.As(err, &src) {
+			// The client's body failed (too large, or the client left)
+			// half way into the frame: the function is out of step.
+			h.fail(fmt.Errorf("%w: the request body could not be read: %v", errdefs.ErrUnavailable, src.Err))
+			return nil, bodyError(src)
+		}
 		// The write's deadline is the call's, and either its timer or the
 		// context's (which closes stdin) may fire first.
 		if errors.Is(err, os.ErrDeadlineExceeded) || errors.Is(ctx.Err(), context.DeadlineExceeded) {
@@ -286,9 +347,115 @@ func (h *Hot) Call(ctx context.Context, req *protocol.Request, logs io.Writer) (
 		}
 		return nil, h.callError(ctx)
 	}
+	if res.stream != nil {
+		streamed = true
+		res.stream.ctx, res.stream.stop = ctx, stop
+	}
 	// A whole, clean frame is this call's answer even if the instance
 	// broke a moment later (say, the deadline hit just now).
 	return res.resp, nil
+}
+
+// bodyError is what a call answers when the client's own body failed:
+// one over the limit is the client's 413; anything else (the client
+// went) has nobody to answer.
+func bodyError(e *protocol.BodyError) error {
+	var tooBig *http.MaxBytesError
+	if errors.As(e.Err, &tooBig) {
+		return errdefs.Errorf(errdefs.ErrTooLarge, "request body over the %d byte limit", tooBig.Limit)
+	}
+	return fmt.Errorf("read the request body: %w", e.Err)
+}
+
+// hotStream is a streamed response body on a hot container's stdout. The
+// caller reads it; at its end (the terminating chunk) the container is
+// ready for the next call, and any failure, or a Close before the end,
+// breaks the instance: its stdout is no longer at a frame boundary.
+type hotStream struct {
+	h    *Hot
+	body io.Reader
+	ctx  context.Context
+	stop func() bool
+	// done tells the watcher the caller let go of stdout.
+	done chan struct{}
+	once sync.Once
+	err  error
+}
+
+func (s *hotStream) Read(p []byte) (int, error) {
+	if s.err != nil {
+		return 0, s.err
+	}
+	n, err := s.body.Read(p)
+	switch {
+	case err == io.EOF:
+		if extra := s.h.stdout.Buffered(); extra > 0 {
+			// Checked here, while this reader still owns stdout; bytes
+			// that come later are the watcher's to catch.
+			s.end(fmt.Errorf("%w: %w: %d bytes after the response frame", errdefs.ErrFunction, protocol.ErrProtocol, extra))
+			return n, s.err
+		}
+		s.end(nil)
+		s.err = io.EOF
+	case err != nil:
+		s.end(s.failure(err))
+	}
+	return n, s.err
+}
+
+// failure explains an error reading the body: the call's deadline or
+// cancellation, the process's exit, or a bad chunk.
+func (s *hotStream) failure(err error) error {
+	h := s.h
+	if errors.Is(err, protocol.ErrProtocol) && !errors.Is(err, io.ErrUnexpectedEOF) && s.ctx.Err() == nil {
+		err = fmt.Errorf("%w: %w", errdefs.ErrFunction, err)
+		h.fail(err)
+		return err
+	}
+	h.fail(fmt.Errorf("%w: stream cut: %v", errdefs.ErrFunction, err))
+	return streamCut(s.ctx, h.callError)
+}
+
+// streamCut explains a stream that ended early: the call's deadline or
+// cancellation, else what callError finds (an exit, a broken frame).
+func streamCut(ctx context.Context, callError func(context.Context) error) error {
+	switch {
+	case errors.Is(ctx.Err(), context.DeadlineExceeded):
+		return errdefs.Errorf(errdefs.ErrTimeout, "the deadline passed in the middle of its streamed response")
+	case ctx.Err() != nil:
+		return fmt.Errorf("call cancelled in the middle of its streamed response: %w", ctx.Err())
+	}
+	return callError(ctx)
+}
+
+// Close ends the stream; before its end it breaks the instance.
+func (s *hotStream) Close() error {
+	if s.err == nil {
+		s.end(fmt.Errorf("%w: the stream was closed before its end", errdefs.ErrUnavailable))
+	}
+	return nil
+}
+
+// end is the stream's one exit: a clean end frees the container for the
+// next call, anything else breaks it; either way the watcher resumes.
+func (s *hotStream) end(err error) {
+	s.once.Do(func() {
+		h := s.h
+		if s.stop != nil {
+			s.stop()
+		}
+		if err != nil {
+			s.err = err
+			h.fail(err)
+		} else {
+			// Before the watcher looks again: from here on, a byte on
+			// stdout is output while no call is in flight.
+			h.midFrame.Store(false)
+			h.inCall.Store(false)
+		}
+		h.streaming.Store(false)
+		close(s.done)
+	})
 }
 
 // callError explains why a call failed: its own deadline or cancellation

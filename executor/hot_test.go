@@ -111,6 +111,8 @@ func (c *pipeContainer) exitError(code uint32) error {
 	return fmt.Errorf("%w: function exited with code %d", errdefs.ErrFunction, code)
 }
 
+func (c *pipeContainer) kill() { go c.exit(137) }
+
 func (c *pipeContainer) destroy(time.Duration) {
 	c.destroyOn.Do(func() {
 		c.exit(137)
@@ -427,3 +429,164 @@ func (l *lockedBuffer) String() string {
 	defer l.mu.Unlock()
 	return l.b.String()
 }
+
+// startHTTPFake is startFake for the http format.
+func startHTTPFake(t *testing.T, fn function) (*Hot, *pipeContainer) {
+	t.Helper()
+	codec, err := protocol.New(protocol.HTTP, protocol.Limits{MaxBody: 8 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := newPipeContainer(t)
+	go fn(c, bufio.NewReader(c.stdinR), codec)
+	h := newHot(c, codec, 0)
+	t.Cleanup(func() { _ = h.Close(context.Background()) })
+	return h, c
+}
+
+const sseHead = "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
+
+func chunk(s string) string { return fmt.Sprintf("%x\r\n%s\r\n", len(s), s) }
+
+// sseFunction streams n events, each only once next lets it, then ends
+// the frame and serves the next call the same way.
+func sseFunction(n int, next <-chan struct{}) function {
+	return func(c *pipeContainer, in *bufio.Reader, codec protocol.Codec) {
+		for {
+			if _, err := codec.ReadRequest(in); err != nil {
+				return
+			}
+			io.WriteString(c.stdoutW, sseHead)
+			for i := 0; i < n; i++ {
+				<-next
+				io.WriteString(c.stdoutW, chunk(fmt.Sprintf("data: event %d\n\n", i)))
+			}
+			io.WriteString(c.stdoutW, "0\r\n\r\n")
+		}
+	}
+}
+
+// TestHotStreamsChunkedResponses: each chunk reaches the caller before
+// the function writes the next, the stream ends with the frame, and the
+// container then serves the next call.
+func TestHotStreamsChunkedResponses(t *testing.T) {
+	next := make(chan struct{})
+	h, _ := startHTTPFake(t, sseFunction(5, next))
+	for call := 0; call < 2; call++ {
+		resp, err := h.Call(context.Background(), request([]byte("x")), io.Discard)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if resp.Stream == nil || resp.Header.Get("Content-Type") != "text/event-stream" {
+			t.Fatalf("call %d: %+v, want a stream", call, resp)
+		}
+		buf := make([]byte, 256)
+		for i := 0; i < 5; i++ {
+			next <- struct{}{}
+			n, err := resp.Stream.Read(buf)
+			if want := fmt.Sprintf("data: event %d\n\n", i); err != nil || string(buf[:n]) != want {
+				t.Fatalf("call %d event %d: %q, %v", call, i, buf[:n], err)
+			}
+		}
+		if n, err := resp.Stream.Read(buf); n != 0 || err != io.EOF {
+			t.Fatalf("after the last event: %d, %v", n, err)
+		}
+		resp.Stream.Close()
+		if err := h.Err(); err != nil {
+			t.Fatalf("after a clean stream the instance is broken: %v", err)
+		}
+	}
+}
+
+// TestHotStreamFaults: a stream cut by the deadline, the function's
+// exit, a bad chunk or the caller going away ends at once with the right
+// error, and the instance never serves again.
+func TestHotStreamFaults(t *testing.T) {
+	cases := []struct {
+		name    string
+		after   func(c *pipeContainer) // once the first event is out
+		closeIt bool
+		want    error
+		msg     string
+	}{
+		{"deadline mid-stream", func(*pipeContainer) {}, false, errdefs.ErrTimeout, "deadline passed in the middle of its streamed response"},
+		{"exit mid-stream", func(c *pipeContainer) { c.exit(3) }, false, errdefs.ErrFunction, "exited with code 3"},
+		{"bad chunk", func(c *pipeContainer) { io.WriteString(c.stdoutW, "zz\r\nnot a chunk\r\n") }, false, protocol.ErrProtocol, "chunk size"},
+		{"caller closes early", func(*pipeContainer) {}, true, nil, ""},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			firstRead := make(chan struct{})
+			h, _ := startHTTPFake(t, func(c *pipeContainer, in *bufio.Reader, codec protocol.Codec) {
+				if _, err := codec.ReadRequest(in); err != nil {
+					return
+				}
+				io.WriteString(c.stdoutW, sseHead+chunk("data: first\n\n"))
+				// The fault comes once the first event is through, as in
+				// a function that fails some time into its stream.
+				<-firstRead
+				tc.after(c)
+			})
+			ctx, cancel := context.WithTimeout(context.Background(), 400*time.Millisecond)
+			defer cancel()
+			resp, err := h.Call(ctx, request([]byte("x")), io.Discard)
+			if err != nil {
+				t.Fatal(err)
+			}
+			buf := make([]byte, 256)
+			if n, err := resp.Stream.Read(buf); err != nil || string(buf[:n]) != "data: first\n\n" {
+				t.Fatalf("first event: %q, %v", buf[:n], err)
+			}
+			close(firstRead)
+			start := time.Now()
+			if tc.closeIt {
+				resp.Stream.Close()
+			} else {
+				_, err = io.ReadAll(resp.Stream)
+				if !errors.Is(err, tc.want) || !strings.Contains(err.Error(), tc.msg) {
+					t.Fatalf("stream error %v, want %q mentioning %q", err, tc.want, tc.msg)
+				}
+			}
+			if took := time.Since(start); took > time.Second {
+				t.Fatalf("the stream took %s to end", took)
+			}
+			select {
+			case <-h.Done():
+			case <-time.After(time.Second):
+				t.Fatal("the instance still serves after a broken stream")
+			}
+		})
+	}
+}
+
+// TestHotStreamedRequestBody: a body handed over as a stream reaches the
+// function whole; one over its limit is the client's 413, and the
+// instance, which got half a frame, is broken.
+func TestHotStreamedRequestBody(t *testing.T) {
+	h, _ := startHTTPFake(t, serveEcho)
+	body := bytes.Repeat([]byte("s"), 3<<20)
+	req := request(nil)
+	req.BodyStream, req.BodyLength = bytes.NewReader(body), int64(len(body))
+	resp, err := h.Call(context.Background(), req, io.Discard)
+	if err != nil || !bytes.HasSuffix(resp.Body, body) {
+		t.Fatalf("streamed body: %d bytes back, %v", len(resp.Body), err)
+	}
+	req = request(nil)
+	rec := httptestRecorder{}
+	req.BodyStream, req.BodyLength = http.MaxBytesReader(rec, io.NopCloser(bytes.NewReader(body)), 1<<20), -1
+	_, err = h.Call(context.Background(), req, io.Discard)
+	if !errors.Is(err, errdefs.ErrTooLarge) {
+		t.Fatalf("over the limit: %v, want ErrTooLarge", err)
+	}
+	if h.Err() == nil {
+		t.Fatal("an instance that got half a frame still serves")
+	}
+}
+
+// httptestRecorder is the ResponseWriter http.MaxBytesReader wants; it
+// is never written to.
+type httptestRecorder struct{}
+
+func (httptestRecorder) Header() http.Header         { return http.Header{} }
+func (httptestRecorder) Write(p []byte) (int, error) { return len(p), nil }
+func (httptestRecorder) WriteHeader(int)             {}

@@ -39,9 +39,17 @@ type Config struct {
 	Namespace string
 	// FIFODir holds the stdio FIFOs of running containers.
 	FIFODir string
+	// SocketDir holds the socket dirs of http-stream containers; default
+	// a "sock" dir beside FIFODir.
+	SocketDir string
+	// ListenTimeout bounds the wait for an http-stream function to listen
+	// on its socket; 0 means DefaultListenTimeout.
+	ListenTimeout time.Duration
 	// Snapshotter defaults to overlayfs.
 	Snapshotter string
 	MaxBody     int64
+	// MaxStream bounds a streamed response body; 0 means no bound.
+	MaxStream int64
 	// StopGrace is how long a container gets between SIGTERM and SIGKILL.
 	StopGrace time.Duration
 	// GroupShims makes the containers of one fn share a shim process.
@@ -116,6 +124,13 @@ func New(cfg Config) (*Runtime, error) {
 	}
 	if err := os.MkdirAll(cfg.FIFODir, 0o700); err != nil {
 		return nil, fmt.Errorf("executor: fifo dir: %w", err)
+	}
+	if cfg.SocketDir == "" {
+		cfg.SocketDir = filepath.Join(filepath.Dir(cfg.FIFODir), "sock")
+	}
+	// Only root traverses it: the dirs inside are each one container's.
+	if err := os.MkdirAll(cfg.SocketDir, 0o700); err != nil {
+		return nil, fmt.Errorf("executor: socket dir: %w", err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	r := &Runtime{cfg: cfg, client: cfg.Client, log: cfg.Logger, digests: map[string]cachedDigest{},

@@ -61,12 +61,12 @@ const cpuPeriod = 100000 // µs; the kernel default CFS period
 
 // specOpts builds the container's OCI spec: the image's config, then the
 // fn's env and limits, then kiln's hardening, so an image cannot loosen it.
-func (f *Function) specOpts(img containerd.Image, imageUser string, extraEnv []string) []oci.SpecOpts {
-	return append([]oci.SpecOpts{oci.WithImageConfig(img)}, f.limits(imageUser, extraEnv)...)
+func (f *Function) specOpts(img containerd.Image, imageUser string, extra extras) []oci.SpecOpts {
+	return append([]oci.SpecOpts{oci.WithImageConfig(img)}, f.limits(imageUser, extra)...)
 }
 
 // limits is everything of the spec that does not come from the image.
-func (f *Function) limits(imageUser string, extraEnv []string) []oci.SpecOpts {
+func (f *Function) limits(imageUser string, extra extras) []oci.SpecOpts {
 	memBytes := f.MemoryMB << 20
 	tmpfs := f.TmpfsMB
 	if tmpfs <= 0 {
@@ -77,7 +77,7 @@ func (f *Function) limits(imageUser string, extraEnv []string) []oci.SpecOpts {
 		pids = 128
 	}
 	opts := []oci.SpecOpts{
-		oci.WithEnv(append(f.env(), extraEnv...)),
+		oci.WithEnv(append(f.env(), extra.env...)),
 		oci.WithHostname("kiln"),
 		oci.WithRootFSReadonly(),
 		oci.WithNoNewPrivileges,
@@ -96,6 +96,11 @@ func (f *Function) limits(imageUser string, extraEnv []string) []oci.SpecOpts {
 			Source:      "tmpfs",
 			Options:     []string{"nosuid", "nodev", "noexec", "mode=1777", "size=" + strconv.FormatInt(tmpfs, 10) + "m"},
 		}}),
+	}
+	if len(extra.mounts) > 0 {
+		// After /tmp: a mount below it (http-stream's socket dir) goes on
+		// top of the tmpfs.
+		opts = append(opts, oci.WithMounts(extra.mounts))
 	}
 	if imageUser == "" {
 		// An image that names no user would run as root; kiln runs it as nobody.

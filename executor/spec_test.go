@@ -16,7 +16,7 @@ import (
 func buildSpec(t *testing.T, f *Function, imageUser string) *oci.Spec {
 	t.Helper()
 	ctx := namespaces.WithNamespace(context.Background(), "test")
-	spec, err := oci.GenerateSpec(ctx, nil, &containers.Container{ID: "kiln-test"}, f.limits(imageUser, []string{"EXTRA=1"})...)
+	spec, err := oci.GenerateSpec(ctx, nil, &containers.Container{ID: "kiln-test"}, f.limits(imageUser, extras{env: []string{"EXTRA=1"}})...)
 	if err != nil {
 		t.Fatal(err)
 	}

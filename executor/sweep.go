@@ -48,9 +48,11 @@ func (r *Runtime) Sweep(ctx context.Context) (int, error) {
 			r.log.WithError(err).WithField("snapshot", k).Warn("orphan sweep: could not remove snapshot")
 		}
 	}
-	entries, _ := os.ReadDir(r.cfg.FIFODir)
-	for _, e := range entries {
-		_ = os.RemoveAll(filepath.Join(r.cfg.FIFODir, e.Name()))
+	for _, dir := range []string{r.cfg.FIFODir, r.cfg.SocketDir} {
+		entries, _ := os.ReadDir(dir)
+		for _, e := range entries {
+			_ = os.RemoveAll(filepath.Join(dir, e.Name()))
+		}
 	}
 	return n, nil
 }

@@ -23,6 +23,8 @@ type Metrics struct {
 	Timeouts       prometheus.Counter
 	Memory         *prometheus.GaugeVec
 	HTTPRequests   *prometheus.CounterVec
+	StreamTTFB     *prometheus.HistogramVec
+	StreamBytes    *prometheus.CounterVec
 }
 
 // Buckets for call latency: hot calls take tens of microseconds, cold
@@ -64,8 +66,14 @@ func New(reg prometheus.Registerer) *Metrics {
 			Name: "kiln_http_requests_total", Help: "HTTP requests by route template and status code.",
 		}, []string{"route", "code"}),
 	}
+	m.StreamTTFB = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name: "kiln_stream_first_byte_seconds", Help: "Time from a streamed call's arrival to the first byte of its body.", Buckets: callBuckets,
+	}, []string{"app", "fn"})
+	m.StreamBytes = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "kiln_stream_bytes_total", Help: "Body bytes of streamed responses passed to clients.",
+	}, []string{"app", "fn"})
 	reg.MustRegister(m.Calls, m.CallDuration, m.QueueWait, m.ContainerStart, m.StartSeconds,
-		m.Containers, m.Evictions, m.Timeouts, m.Memory, m.HTTPRequests)
+		m.Containers, m.Evictions, m.Timeouts, m.Memory, m.HTTPRequests, m.StreamTTFB, m.StreamBytes)
 	return m
 }
 
@@ -79,6 +87,18 @@ func (m *Metrics) ObserveCall(app, fn, status string, took time.Duration) {
 	if status == "timeout" {
 		m.Timeouts.Inc()
 	}
+}
+
+// ObserveStream records one streamed answer: its time to first byte
+// (none when it sent no byte) and its size.
+func (m *Metrics) ObserveStream(app, fn string, firstByte time.Duration, bytes int64) {
+	if m == nil {
+		return
+	}
+	if bytes > 0 {
+		m.StreamTTFB.WithLabelValues(app, fn).Observe(firstByte.Seconds())
+	}
+	m.StreamBytes.WithLabelValues(app, fn).Add(float64(bytes))
 }
 
 // SetContainers records a fn's hot containers by state.

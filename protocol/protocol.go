@@ -72,6 +72,11 @@ type Response struct {
 	Status int
 	Header http.Header
 	Body   []byte
+	// Stream, when set, is the body as it arrives from the function (Body
+	// is then nil). Its reader must read it to io.EOF or Close it: the
+	// container is busy until then, and a stream closed early, or one
+	// that fails, leaves the container out of step for good.
+	Stream io.ReadCloser
 }
 
 // Limits bounds what a codec accepts.

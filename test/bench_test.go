@@ -581,6 +581,7 @@ func benchLatency(t *testing.T, plan benchPlan, bare *bareRuntime, rep *benchRep
 	k := startKilnd(t)
 	jh := k.deploy("bench", "hot-jsonhttp", testfnImage, "json-http", nil)
 	ht := k.deploy("bench", "hot-http", testfnImage, "http", nil)
+	hs := k.deploy("bench", "hot-httpstream", testfnImage, "http-stream", nil)
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		b, _ := io.ReadAll(r.Body)
 		w.Header().Set("Content-Type", "text/plain")
@@ -622,6 +623,7 @@ func benchLatency(t *testing.T, plan benchPlan, bare *bareRuntime, rep *benchRep
 		{"kiln json-http trigger", func() error { return postEcho(client, k.url+"/t/bench/hot-jsonhttp", body, nil) }},
 		{"kiln executor", func() error { return callExecutorHot(hot, body) }},
 		{"loopback, echo's headers", func() error { return postEcho(client, fat.URL+"/echo", body, nil) }},
+		{"kiln http-stream", func() error { return postEcho(client, k.url+"/invoke/"+hs.FnID, body, nil) }},
 	}
 	for range plan.latencyWarmup {
 		for _, p := range paths {
@@ -645,7 +647,7 @@ func benchLatency(t *testing.T, plan benchPlan, bare *bareRuntime, rep *benchRep
 			res[n] = append(res[n], time.Since(start))
 		}
 	}
-	lo, bjs, bhs, kj, kh, kt, ke, lf := res[0], res[1], res[2], res[3], res[4], res[5], res[6], res[7]
+	lo, bjs, bhs, kj, kh, kt, ke, lf, ks := res[0], res[1], res[2], res[3], res[4], res[5], res[6], res[7], res[8]
 	for _, p := range []float64{0.5, 0.99} {
 		name := fmt.Sprintf("p%.0f", p*100)
 		rep.info("loopback HTTP round trip (Go, keep-alive) "+name, "", micros(us(lo.pct(p))))
@@ -668,6 +670,13 @@ func benchLatency(t *testing.T, plan benchPlan, bare *bareRuntime, rep *benchRep
 				rep.add(benchRow{m, micros(k), micros(b), fmt.Sprintf("%.2f", k/b), "", ""})
 			}
 		}
+	}
+	for _, p := range []float64{0.5, 0.99} {
+		// Fn's contract has no bare baseline here: it is measured next to
+		// kiln's own json-http, the same function in the other format.
+		s, j := us(ks.pct(p)), us(kj.pct(p))
+		rep.add(benchRow{fmt.Sprintf("hot call http-stream p%.0f, c=1 (vs kiln json-http)", p*100),
+			micros(s), micros(j), fmt.Sprintf("%.2f", s/j), "", ""})
 	}
 	k50, b50 := us(kt.pct(0.5)), us(lo.pct(0.5))+us(bjs.pct(0.5))
 	rep.add(benchRow{"hot call json-http p50 via HTTP trigger /t/app/fn", micros(k50), micros(b50), fmt.Sprintf("%.2f", k50/b50), "", ""})
@@ -728,19 +737,19 @@ func newBenchExecutor(t *testing.T, bare *bareRuntime) *executor.Runtime {
 	return rt
 }
 
-func startExecutorHot(rt *executor.Runtime, bare *bareRuntime, name string) (*executor.Hot, error) {
+func startExecutorHot(rt *executor.Runtime, bare *bareRuntime, name string) (executor.Instance, error) {
 	return rt.StartHot(context.Background(), &executor.Function{
 		AppName: "bench", FnName: name, FnID: name, Image: bare.ref, Format: "json-http", MemoryMB: 128,
 	})
 }
 
-func closeExecutorHot(h *executor.Hot) {
+func closeExecutorHot(h executor.Instance) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	_ = h.Close(ctx)
 }
 
-func callExecutorHot(h *executor.Hot, body []byte) error {
+func callExecutorHot(h executor.Instance, body []byte) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	resp, err := h.Call(ctx, benchRequest("executor", body), io.Discard)

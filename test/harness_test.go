@@ -31,6 +31,9 @@ import (
 const (
 	testfnImage  = "kiln/testfn:latest"
 	exampleImage = "kiln/hello:latest"
+	// fnfuncImage is a function written for Fn's http-stream contract
+	// with nothing of kiln's (test/fnfunc).
+	fnfuncImage = "kiln/fnfunc:latest"
 )
 
 // env is what TestMain set up for every test.
@@ -87,7 +90,7 @@ func setup(root string) error {
 	}
 	env.kilndBin = filepath.Join(bin, "kilnd")
 	env.kilnBin = filepath.Join(bin, "kiln")
-	for ref, pkg := range map[string]string{testfnImage: "images/testfn", exampleImage: "images/go/example"} {
+	for ref, pkg := range map[string]string{testfnImage: "images/testfn", exampleImage: "images/go/example", fnfuncImage: "test/fnfunc"} {
 		tar := filepath.Join(root, strings.NewReplacer("/", "_", ":", "_").Replace(ref)+".tar")
 		f, err := os.Create(tar)
 		if err != nil {
@@ -367,6 +370,9 @@ func (k *kilnd) assertNothingLeft() {
 	}
 	if entries, _ := os.ReadDir(filepath.Join(k.dataDir, "fifo")); len(entries) > 0 {
 		k.t.Errorf("%d FIFO dirs left", len(entries))
+	}
+	if entries, _ := os.ReadDir(filepath.Join(k.dataDir, "sock")); len(entries) > 0 {
+		k.t.Errorf("%d http-stream socket dirs left", len(entries))
 	}
 	// A shim exits once its last container is deleted; give it a moment.
 	address := env.containerd.Address()

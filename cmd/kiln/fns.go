@@ -39,7 +39,7 @@ func (f *fnFlags) register(fs *pflag.FlagSet, withImage bool) {
 	if withImage {
 		fs.StringVar(&f.image, "image", "", "image reference")
 	}
-	fs.StringVar(&f.format, "format", "", "stdin/stdout format: default, http, json, json-http or cloudevent")
+	fs.StringVar(&f.format, "format", "", "format: default, http, json, json-http, cloudevent (stdin/stdout) or http-stream (Fn's socket contract)")
 	fs.Int64Var(&f.memory, "memory", 0, "memory limit in MB (kilnd default 128)")
 	fs.StringVar(&f.cpus, "cpus", "", "CPU quota in milli-CPUs: 500 or 500m; a decimal such as 0.5 means CPUs")
 	fs.IntVar(&f.timeout, "timeout", 0, "call timeout in seconds (kilnd default 30)")

@@ -17,15 +17,17 @@ import (
 // Config is kilnd's configuration; every flag has an env var twin so the
 // daemon can be configured in a container without a command line.
 type Config struct {
-	Listen          string
-	Containerd      string
-	DataDir         string
-	Namespace       string
-	LogFormat       string
-	LogLevel        string
-	AdminToken      string
-	MaxMemoryMB     int64
-	MaxBody         int64
+	Listen      string
+	Containerd  string
+	DataDir     string
+	Namespace   string
+	LogFormat   string
+	LogLevel    string
+	AdminToken  string
+	MaxMemoryMB int64
+	MaxBody     int64
+	// MaxStream bounds a streamed response body; 0 means no bound.
+	MaxStream       int64
 	ShutdownTimeout time.Duration
 	GroupShims      bool
 	CallLogCap      int
@@ -111,7 +113,10 @@ func parseFlags(args []string, getenv func(string) string) (Config, error) {
 	fs.StringVar(&c.LogLevel, "log-level", env("KILN_LOG_LEVEL", "info"), "log level (KILN_LOG_LEVEL)")
 	fs.StringVar(&c.AdminToken, "admin-token", env("KILN_ADMIN_TOKEN", ""), "when set, /v2/* needs Authorization: Bearer TOKEN (KILN_ADMIN_TOKEN)")
 	fs.Int64Var(&c.MaxMemoryMB, "max-memory", maxMem, "memory (MB) for containers; 0 means available memory less headroom (KILN_MAX_MEMORY)")
-	fs.Int64Var(&c.MaxBody, "max-body", maxBody, "largest request or response body in bytes (KILN_MAX_BODY)")
+	fs.Int64Var(&c.MaxBody, "max-body", maxBody, "largest request body, and largest response body kilnd holds whole, in bytes (KILN_MAX_BODY)")
+	// No bound by default: kilnd holds none of a streamed body, and the
+	// fn's timeout bounds how long one runs.
+	fs.Int64Var(&c.MaxStream, "max-stream", envNum("KILN_MAX_STREAM", 0), "largest streamed (chunked) response body in bytes; 0 means no bound (KILN_MAX_STREAM)")
 	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", envDur("KILN_SHUTDOWN_TIMEOUT", 5*time.Minute), "how long a stop waits for in-flight calls (KILN_SHUTDOWN_TIMEOUT)")
 	// Off by default: under heavy crash churn containerd 1.6's grouped
 	// shims were seen to outlive all their containers (docs/PERFORMANCE.md).
@@ -151,8 +156,8 @@ func parseFlags(args []string, getenv func(string) string) (Config, error) {
 			return Config{}, fmt.Errorf("--pprof %q: must be a loopback address and port (the profiler exposes memory contents)", c.PprofAddr)
 		}
 	}
-	if c.MaxMemoryMB < 0 || c.MaxBody <= 0 {
-		return Config{}, fmt.Errorf("--max-memory must be >= 0 and --max-body > 0")
+	if c.MaxMemoryMB < 0 || c.MaxBody <= 0 || c.MaxStream < 0 {
+		return Config{}, fmt.Errorf("--max-memory and --max-stream must be >= 0 and --max-body > 0")
 	}
 	return c, nil
 }

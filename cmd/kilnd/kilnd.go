@@ -99,7 +99,9 @@ func (m *Main) Open(ctx context.Context) error {
 		Client:     client,
 		Namespace:  m.cfg.Namespace,
 		FIFODir:    filepath.Join(m.cfg.DataDir, "fifo"),
+		SocketDir:  filepath.Join(m.cfg.DataDir, "sock"),
 		MaxBody:    m.cfg.MaxBody,
+		MaxStream:  m.cfg.MaxStream,
 		GroupShims: m.cfg.GroupShims,
 		Logger:     m.log,
 

@@ -25,9 +25,52 @@ exports.handler = async (ctx, data) => {
 }
 `
 
+// echoFunc is fdktest's EchoFunc.
+const echoFunc = `
+module.exports = (ctx, data) => {
+  ctx.setContentType('application/octet-stream')
+  ctx.setHeader('X-Call-Id', ctx.callId)
+  ctx.setHeader('X-Deadline', ctx.deadline)
+  ctx.setHeader('X-Method', ctx.method)
+  ctx.setHeader('X-Url', ctx.requestURL)
+  ctx.setHeader('X-Format', ctx.format)
+  ctx.setHeader('X-Config', ctx.config.ENV1 || '')
+  ctx.setHeader('X-Content-Type', ctx.header('Content-Type') || '')
+  ctx.setHeader('X-Got-Header', ctx.headers.getAll('X-Test').join('|'))
+  ctx.addHeader('X-Multi', '1')
+  ctx.addHeader('X-Multi', '2')
+  if (ctx.header('X-Status')) ctx.setStatus(Number(ctx.header('X-Status')))
+  return data
+}
+`
+
+// streamFunc is fdktest's StreamFunc: an async generator streams, one
+// piece per yield; a string is a whole body.
+const streamFunc = `
+const fs = require('fs')
+
+const sleep = ms => new Promise(resolve => setTimeout(resolve, ms))
+
+module.exports = (ctx) => {
+  const gate = ctx.header('X-Gate')
+  if (!gate) return 'whole'
+  ctx.setStatus(201)
+  ctx.setHeader('X-Stream', 'yes')
+  ctx.setContentType('text/event-stream')
+  return (async function * () {
+    yield 'data: event 0\n\n'
+    while (!fs.existsSync(gate)) await sleep(10)
+    yield Buffer.from('data: event 1\n\n')
+    yield 'data: event 2\n\n'
+  })()
+}
+`
+
 func TestFDK(t *testing.T) {
 	rt := fdktest.Runtime{Bin: "node", FDK: "fdk.js", Env: []string{"NODE_PATH=."},
-		Conformance: "conformance/func.js", Embedded: FDK()}
-	rt.StatusFunc.Name, rt.StatusFunc.Source = "func.js", statusFunc
+		Conformance: "conformance/func.js", SSE: "sse/func.js", Embedded: FDK()}
+	rt.StatusFunc = fdktest.Func{Name: "func.js", Source: statusFunc}
+	rt.EchoFunc = fdktest.Func{Name: "func.js", Source: echoFunc}
+	rt.StreamFunc = fdktest.Func{Name: "func.js", Source: streamFunc}
 	fdktest.Run(t, rt)
 }

@@ -24,6 +24,12 @@
 //	                  has no response headers to carry it)
 //
 //	partial-hang      the first half of a valid frame, then never finish it
+//	stream=<n>:<gap>  (http format) n server-sent events, gap apart, each its
+//	                  own chunk, written raw to stdout as they happen
+//	stream-then=<x>   (http format) one event, then x: hang, crash or badchunk
+//	stream-mb=<n>     (http format) n MB of body in 64 KB chunks
+//	digest            the body's length and sha256, read as it arrives and
+//	                  never held whole
 //
 // Echo also honours X-Want-Status: <code> (that status, plus X-Test-Status
 // with the same value) and X-Want-Header-<Name>: v (response header Name: v).
@@ -44,6 +50,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
@@ -120,6 +127,16 @@ type testfn struct {
 
 func (f *testfn) serve(ctx context.Context, in io.Reader, out io.Writer) {
 	fc := fdk.GetContext(ctx)
+	if fc.Header().Get("X-Test-Action") == "digest" {
+		sum := sha256.New()
+		n, err := io.Copy(sum, in)
+		if err != nil {
+			fail(out, http.StatusBadRequest, "reading body: %v", err)
+			return
+		}
+		answer(out, fmt.Sprintf("%d %x", n, sum.Sum(nil)))
+		return
+	}
 	body, err := io.ReadAll(in)
 	if err != nil {
 		fail(out, http.StatusBadRequest, "reading body: %v", err)
@@ -152,6 +169,9 @@ func (f *testfn) serve(ctx context.Context, in io.Reader, out io.Writer) {
 		}
 	case "garbage", "garbage-only", "partial", "partial-hang":
 		misbehave(out, fc.Format(), action)
+		return
+	case "stream", "stream-then", "stream-mb":
+		stream(out, action, arg)
 		return
 	case "flood":
 		mb, err := strconv.ParseFloat(arg, 64)
@@ -424,4 +444,60 @@ func fail(out io.Writer, code int, format string, args ...any) {
 	fmt.Fprintln(os.Stderr, "testfn:", msg)
 	fdk.WriteStatus(out, code)
 	answer(out, msg)
+}
+
+// stream writes a chunked http-format response straight to stdout, one
+// chunk per event, so the tests see kiln pass each on as it comes.
+func stream(out io.Writer, action, arg string) {
+	stdout, ok := fdk.Hijack(out)
+	if !ok {
+		fail(out, http.StatusInternalServerError, "cannot hijack stdout")
+		return
+	}
+	chunk := func(b []byte) {
+		fmt.Fprintf(stdout, "%x\r\n", len(b))
+		stdout.Write(b)
+		io.WriteString(stdout, "\r\n")
+	}
+	head := "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
+	switch action {
+	case "stream":
+		n, gap := 5, 200*time.Millisecond
+		if a, b, ok := strings.Cut(arg, ":"); ok {
+			n, _ = strconv.Atoi(a)
+			gap, _ = time.ParseDuration(b)
+		}
+		io.WriteString(stdout, head)
+		for i := 0; i < n; i++ {
+			if i > 0 {
+				time.Sleep(gap)
+			}
+			chunk([]byte(fmt.Sprintf("data: event %d at %d\n\n", i, time.Now().UnixNano())))
+		}
+	case "stream-then":
+		io.WriteString(stdout, head)
+		chunk([]byte("data: first\n\n"))
+		switch arg {
+		case "hang":
+			for {
+				time.Sleep(time.Hour)
+			}
+		case "crash":
+			fmt.Fprintln(os.Stderr, "testfn: crashing mid-stream")
+			os.Exit(3)
+		case "badchunk":
+			io.WriteString(stdout, "zz\r\nnot a chunk\r\n")
+			for {
+				time.Sleep(time.Hour)
+			}
+		}
+	case "stream-mb":
+		mb, _ := strconv.Atoi(arg)
+		io.WriteString(stdout, "HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nTransfer-Encoding: chunked\r\n\r\n")
+		block := bytes.Repeat([]byte("0123456789abcdef"), 4096) // 64 KB
+		for i := 0; i < mb*16; i++ {
+			chunk(block)
+		}
+	}
+	io.WriteString(stdout, "0\r\n\r\n")
 }

@@ -13,6 +13,12 @@
 // not keep per-call state in globals by accident, and must not write to
 // os.Stdout: that is the channel to kiln, and stray bytes on it end the
 // container. Log to os.Stderr instead; kiln keeps those lines with the call.
+//
+// The out writer is an http.Flusher: Flush (or fdk.Flush(out)) sends what
+// was written so far, in the formats that can stream a body (http, as a
+// chunked response on stdout, and Fn's http-stream, over a unix socket).
+// Elsewhere flushing does nothing and the body goes whole when the
+// handler returns.
 package fdk
 
 import (
@@ -24,15 +30,19 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"os/signal"
 	"runtime/debug"
 	"strings"
+	"sync"
+	"syscall"
 	"time"
 
 	"github.com/kiln-run/kiln/protocol"
 )
 
 // Handler serves one call. in is the request body; what the handler writes
-// to out becomes the response body once it returns.
+// to out becomes the response body: once it returns, or piece by piece as
+// it flushes in the formats that stream (see Flush).
 type Handler interface {
 	Serve(ctx context.Context, in io.Reader, out io.Writer)
 }
@@ -47,8 +57,20 @@ func (f HandlerFunc) Serve(ctx context.Context, in io.Reader, out io.Writer) { f
 // process: 0 when the input ended cleanly, 1 (after a line on stderr) when
 // it could not be read or the response could not be written, because a
 // function that lost its place in the stream can only be replaced.
+//
+// In the http-stream format calls come over the unix socket FN_LISTENER
+// names rather than stdin, and the process serves until SIGTERM (or
+// SIGINT): it then removes its socket, finishes the call in progress and
+// exits 0.
 func Handle(h Handler) {
-	err := serve(context.Background(), os.Getenv("FN_FORMAT"), os.Stdin, os.Stdout, os.Environ(), h)
+	var err error
+	if format := os.Getenv("FN_FORMAT"); format == formatHTTPStream {
+		ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
+		err = serveHTTPStream(ctx, os.Getenv("FN_LISTENER"), os.Environ(), h)
+		stop()
+	} else {
+		err = serve(context.Background(), format, os.Stdin, os.Stdout, os.Environ(), h)
+	}
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "fdk: %v\n", err)
 		os.Exit(1)
@@ -56,16 +78,17 @@ func Handle(h Handler) {
 	os.Exit(0)
 }
 
-// serve is Handle without the process around it. It takes the whole
-// environment rather than a lookup function because the default format
-// passes request headers as FN_HEADER_* variables, which must be listed.
+// serve is Handle without the process around it, for the formats on
+// stdin and stdout. It takes the whole environment rather than a lookup
+// function because the default format passes request headers as
+// FN_HEADER_* variables, which must be listed.
 func serve(ctx context.Context, format string, stdin io.Reader, stdout io.Writer, environ []string, h Handler) error {
 	if format == "" {
 		format = protocol.Default
 	}
-	s := &server{format: format, stdout: stdout, config: configOf(environ), handler: h}
+	s := &server{format: format, config: configOf(environ), handler: h}
 	if format == protocol.Default {
-		return s.once(ctx, stdin, environ)
+		return s.once(ctx, stdin, stdout, environ)
 	}
 	codec, err := protocol.New(format, protocol.Limits{})
 	if err != nil {
@@ -82,32 +105,28 @@ func serve(ctx context.Context, format string, stdin io.Reader, stdout io.Writer
 		if err != nil {
 			return fmt.Errorf("reading %s request: %w", format, err)
 		}
-		resp, _ := s.call(ctx, req)
-		if resp == nil {
-			continue
-		}
-		if err := codec.WriteResponse(stdout, resp); err != nil {
-			// The codec refuses before writing anything (bad status or
-			// header, body over the limit), so kiln can still be told.
-			fmt.Fprintf(os.Stderr, "fdk: cannot send the handler's response: %v\n", err)
-			if err := codec.WriteResponse(stdout, errorResponse("fdk: cannot send the handler's response: "+err.Error())); err != nil {
-				return fmt.Errorf("writing %s response: %w", format, err)
-			}
+		w := newResponse(&stdioSink{codec: codec, stdout: stdout, chunked: format == protocol.HTTP})
+		w.hijack = func() (io.Writer, error) { return stdout, nil }
+		s.run(ctx, req, bytes.NewReader(req.Body), w)
+		if err := w.finish(); err != nil {
+			return fmt.Errorf("writing %s response: %w", format, err)
 		}
 	}
 }
 
 type server struct {
 	format  string
-	stdout  io.Writer
 	config  map[string]string
 	handler Handler
+	// mu keeps calls one at a time in http-stream, where each connection
+	// has its own goroutine; a handler may count on it as on stdin's order.
+	mu sync.Mutex
 }
 
 // once serves the default format's single call: the request comes from
 // the environment and stdin, the body goes to stdout, and kiln learns of a
 // failure only from the exit code.
-func (s *server) once(ctx context.Context, stdin io.Reader, environ []string) error {
+func (s *server) once(ctx context.Context, stdin io.Reader, stdout io.Writer, environ []string) error {
 	req, err := protocol.RequestFromEnv(environ)
 	if err != nil {
 		return err
@@ -117,50 +136,40 @@ func (s *server) once(ctx context.Context, stdin io.Reader, environ []string) er
 	if req.Body, err = io.ReadAll(stdin); err != nil {
 		return fmt.Errorf("reading stdin: %w", err)
 	}
-	resp, panicked := s.call(ctx, req)
-	if resp == nil {
+	w := newResponse(nil)
+	w.hijack = func() (io.Writer, error) { return stdout, nil }
+	s.run(ctx, req, bytes.NewReader(req.Body), w)
+	switch {
+	case w.hijacked:
 		return nil
+	case w.panicMsg != "":
+		return errors.New(w.panicMsg)
 	}
-	if panicked {
-		return errors.New(string(resp.Body))
-	}
-	if _, err := s.stdout.Write(resp.Body); err != nil {
+	if _, err := stdout.Write(w.body.Bytes()); err != nil {
 		return fmt.Errorf("writing stdout: %w", err)
 	}
 	return nil
 }
 
-// call runs the handler on one request. It returns nil when the handler
-// hijacked stdout, and turns a panic into a 500 so that one bad call does
+// run runs the handler on one request, and turns a panic into a 500 (or,
+// once the response has begun, into its end) so that one bad call does
 // not take down a warm container.
-func (s *server) call(ctx context.Context, req *protocol.Request) (resp *protocol.Response, panicked bool) {
+func (s *server) run(ctx context.Context, req *protocol.Request, in io.Reader, w *response) {
 	ctx = context.WithValue(ctx, contextKey{}, &callContext{req: req, format: s.format, config: s.config})
 	if !req.Deadline.IsZero() {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithDeadline(ctx, req.Deadline)
 		defer cancel()
 	}
-	w := &response{header: make(http.Header), stdout: s.stdout}
 	defer func() {
-		v := recover()
-		if v == nil {
-			return
-		}
-		fmt.Fprintf(os.Stderr, "fdk: handler panic: %v\n%s", v, debug.Stack())
-		resp, panicked = nil, true
-		if !w.hijacked {
-			resp = errorResponse(fmt.Sprintf("panic: %v", v))
+		if v := recover(); v != nil {
+			fmt.Fprintf(os.Stderr, "fdk: handler panic: %v\n%s", v, debug.Stack())
+			w.mu.Lock()
+			w.panicMsg = fmt.Sprintf("panic: %v", v)
+			w.mu.Unlock()
 		}
 	}()
-	s.handler.Serve(ctx, bytes.NewReader(req.Body), w)
-	if w.hijacked {
-		return nil, false
-	}
-	status := w.status
-	if status == 0 {
-		status = http.StatusOK
-	}
-	return &protocol.Response{Status: status, Header: w.header, Body: w.body.Bytes()}, false
+	s.handler.Serve(ctx, in, w)
 }
 
 func errorResponse(msg string) *protocol.Response {
@@ -169,29 +178,6 @@ func errorResponse(msg string) *protocol.Response {
 		Header: http.Header{"Content-Type": {"text/plain; charset=utf-8"}},
 		Body:   []byte(msg + "\n"),
 	}
-}
-
-// response is the out a handler gets. It buffers the whole answer because
-// every format sends status and headers before the body, and the handler
-// may set them at any point before it returns. It has the methods of an
-// http.ResponseWriter, so code written against that interface works too.
-type response struct {
-	status   int
-	header   http.Header
-	body     bytes.Buffer
-	hijacked bool
-	stdout   io.Writer
-}
-
-func (w *response) Header() http.Header { return w.header }
-
-func (w *response) WriteHeader(code int) { w.status = code }
-
-func (w *response) Write(p []byte) (int, error) {
-	if w.hijacked {
-		return 0, errors.New("fdk: write to a hijacked response")
-	}
-	return w.body.Write(p)
 }
 
 // SetHeader sets a response header. out must be the writer the FDK passed
@@ -212,26 +198,43 @@ func AddHeader(out io.Writer, key, value string) {
 
 // WriteStatus sets the response status (200 unless set). Unlike in
 // net/http it may come after the body has been written, since nothing is
-// sent before the handler returns. The default format has no status: it
-// is dropped there.
+// sent before the handler returns or first flushes; after a flush it is
+// ignored. The default format has no status: it is dropped there.
 func WriteStatus(out io.Writer, code int) {
 	if w, ok := out.(interface{ WriteHeader(int) }); ok {
 		w.WriteHeader(code)
 	}
 }
 
-// Hijack takes over the function's stdout for the current call: the FDK
-// then sends no response for it, and whatever was written to out is
-// dropped. The caller must write a complete frame in the call's format
-// itself, or kiln will discard the container. It exists for test functions
-// that break the protocol on purpose; ok is false if out is not the FDK's.
+// Flush sends what the handler has written to out so far, status and
+// headers first on the first flush, when the format can stream a body
+// (http, http-stream); elsewhere it does nothing and returns nil. The
+// error is a failed send: kiln, or the client behind it, is gone, and the
+// handler may as well stop. out is also an http.Flusher, and an
+// http.ResponseController over it finds the error too.
+func Flush(out io.Writer) error {
+	switch f := out.(type) {
+	case interface{ FlushError() error }:
+		return f.FlushError()
+	case http.Flusher:
+		f.Flush()
+	}
+	return nil
+}
+
+// Hijack takes over the function's channel to kiln for the current call:
+// stdout, or in http-stream the call's connection, which the FDK closes
+// when the handler returns. The FDK then sends no response for the call,
+// and whatever was written to out is dropped. The caller must write a
+// complete frame in the call's format itself, or kiln will discard the
+// container. It exists for test functions that break the protocol on
+// purpose; ok is false if out is not the FDK's or was already flushed.
 func Hijack(out io.Writer) (stdout io.Writer, ok bool) {
 	w, ok := out.(*response)
 	if !ok {
 		return nil, false
 	}
-	w.hijacked = true
-	return w.stdout, true
+	return w.takeOver()
 }
 
 // Context describes the call being served.

@@ -1,13 +1,18 @@
-// Package fdktest checks an FDK that runs under an interpreter (Python's,
-// Node's) the same way for every language: it starts the FDK with a
-// function over pipes and talks to it with kiln's own codecs, so each FDK
-// is held to the framing kilnd really writes and reads.
+// Package fdktest checks an FDK the same way for every language: it starts
+// the FDK with a function as a process, over pipes in the stdio formats
+// and over a unix socket in http-stream, and talks to it as kilnd does
+// (with kiln's own codecs on stdio), so each FDK is held to the framing
+// kilnd really writes and reads. The interpreted FDKs (Python's, Node's)
+// run every check with Run; the Go FDK, whose functions are compiled,
+// runs its test binary as the function (SelfCommand, ServeChild) and
+// picks the checks that apply.
 package fdktest
 
 import (
 	"bufio"
 	"bytes"
 	"encoding/json"
+	"errors"
 	"io"
 	"net/http"
 	"os"
@@ -15,11 +20,17 @@ import (
 	"path/filepath"
 	"reflect"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/kiln-run/kiln/protocol"
 )
+
+// Func is a function of the FDK's language: Source is written to a file
+// called Name in a temporary directory and that file is served. With no
+// Source, Name is passed as it is (a file, or a name Command knows).
+type Func struct{ Name, Source string }
 
 // Runtime describes one FDK under test.
 type Runtime struct {
@@ -27,6 +38,10 @@ type Runtime struct {
 	Bin string
 	// FDK is the FDK's file, run as: Bin FDK FUNCTION_FILE.
 	FDK string
+	// Command, when set, replaces "Bin FDK FUNCTION_FILE": it returns the
+	// command that serves function fn, with any environment it needs in
+	// its Env (the rest of the environment is added).
+	Command func(fn string) *exec.Cmd
 	// Env is added to the FDK's environment (module paths and the like).
 	Env []string
 	// Conformance is the conformance function's file.
@@ -34,17 +49,37 @@ type Runtime struct {
 	// StatusFunc is a function that sets a status and headers, raises
 	// "boom" and returns a Response object for "resp" (see the Python
 	// and Node tests for what each must do).
-	StatusFunc struct{ Name, Source string }
+	StatusFunc Func
+	// EchoFunc answers with the request body, byte for byte, status
+	// X-Status when the request has that header (else 200), and headers
+	// Content-Type: application/octet-stream, X-Multi: 1 and X-Multi: 2,
+	// and what it learned of the call: X-Call-Id, X-Deadline (RFC 3339),
+	// X-Method, X-Url, X-Format, X-Config (the config value ENV1),
+	// X-Content-Type (the request's) and X-Got-Header (the values of
+	// request header X-Test joined with "|"). It never flushes.
+	EchoFunc Func
+	// StreamFunc answers "whole" (200, text/plain, never flushed) to a
+	// request without an X-Gate header. Given X-Gate: PATH it answers 201
+	// with X-Stream: yes and Content-Type: text/event-stream, sends
+	// "data: event 0\n\n" and flushes, waits until PATH exists, then sends
+	// "data: event 1\n\n" and "data: event 2\n\n", flushing after each.
+	StreamFunc Func
+	// SSE is the runtime's example server-sent events function: 5 events
+	// "data: event N\n\n" (N from 1), 200 ms apart, or X-Events events
+	// X-Gap-Ms apart, flushed one by one.
+	SSE string
 	// Embedded is what the package embeds; it must equal the FDK file.
 	Embedded []byte
 }
 
 // Run runs every check against rt.
 func Run(t *testing.T, rt Runtime) {
-	t.Run("conformance in hot formats", rt.conformanceHotFormats)
-	t.Run("status, headers and errors", rt.statusHeadersAndErrors)
-	t.Run("default format", rt.defaultFormat)
+	t.Run("conformance", rt.CheckConformance)
+	t.Run("status, headers and errors", rt.CheckStatus)
 	t.Run("garbage ends the process", rt.garbageEndsTheProcess)
+	t.Run("http-stream", rt.CheckHTTPStream)
+	t.Run("streaming", rt.CheckStreaming)
+	t.Run("sse example", rt.CheckSSE)
 	t.Run("embedded FDK is the file", func(t *testing.T) {
 		b, err := os.ReadFile(rt.FDK)
 		if err != nil {
@@ -56,50 +91,115 @@ func Run(t *testing.T, rt Runtime) {
 	})
 }
 
-// fdkProc is the FDK serving one function over pipes.
+// CheckConformance calls the conformance function in every format.
+func (rt Runtime) CheckConformance(t *testing.T) {
+	t.Run("hot formats", rt.conformanceHotFormats)
+	t.Run("chunked request in http", rt.chunkedRequest)
+	t.Run("default format", rt.defaultFormat)
+	t.Run("http-stream", rt.conformanceHTTPStream)
+}
+
+// CheckStatus checks StatusFunc in the hot formats.
+func (rt Runtime) CheckStatus(t *testing.T) {
+	t.Run("stdio", rt.statusHeadersAndErrors)
+	t.Run("http-stream", rt.statusHTTPStream)
+}
+
+// fdkProc is the FDK serving one function as a process.
 type fdkProc struct {
 	cmd    *exec.Cmd
 	stdin  io.WriteCloser
 	stdout *bufio.Reader
 	stderr bytes.Buffer
+	// exited is closed once the process is waited for; waitErr is then
+	// its exit status.
+	exited  chan struct{}
+	waitErr error
+}
+
+// file is f's file (or name) to serve.
+func (rt Runtime) file(t *testing.T, f Func) string {
+	t.Helper()
+	if f.Name == "" {
+		t.Fatal("the runtime does not provide this function")
+	}
+	if f.Source == "" {
+		return f.Name
+	}
+	fn := filepath.Join(t.TempDir(), f.Name)
+	if err := os.WriteFile(fn, []byte(f.Source), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return fn
 }
 
 func (rt Runtime) startFDK(t *testing.T, format, funcFile string, env ...string) *fdkProc {
 	t.Helper()
-	p := &fdkProc{}
-	bin, err := exec.LookPath(rt.Bin)
-	if err != nil {
-		t.Fatalf("%s is needed to test this FDK: %v", rt.Bin, err)
+	p := &fdkProc{exited: make(chan struct{})}
+	if rt.Command != nil {
+		p.cmd = rt.Command(funcFile)
+	} else {
+		bin, err := exec.LookPath(rt.Bin)
+		if err != nil {
+			t.Fatalf("%s is needed to test this FDK: %v", rt.Bin, err)
+		}
+		p.cmd = exec.Command(bin, rt.FDK, funcFile)
 	}
-	p.cmd = exec.Command(bin, rt.FDK, funcFile)
-	p.cmd.Env = append(append([]string{"FN_FORMAT=" + format, "PATH=" + os.Getenv("PATH")}, rt.Env...), env...)
+	p.cmd.Env = append(append(append(p.cmd.Env, "FN_FORMAT="+format, "PATH="+os.Getenv("PATH")), rt.Env...), env...)
 	p.cmd.Stderr = &p.stderr
+	var err error
 	if p.stdin, err = p.cmd.StdinPipe(); err != nil {
 		t.Fatal(err)
 	}
-	out, err := p.cmd.StdoutPipe()
+	// A pipe of our own rather than StdoutPipe, which Wait closes: the
+	// process is waited for as soon as it exits, and what it wrote must
+	// still be readable then.
+	outR, outW, err := os.Pipe()
 	if err != nil {
 		t.Fatal(err)
 	}
-	p.stdout = bufio.NewReader(out)
-	if err := p.cmd.Start(); err != nil {
+	p.cmd.Stdout = outW
+	p.stdout = bufio.NewReader(outR)
+	err = p.cmd.Start()
+	outW.Close()
+	if err != nil {
+		outR.Close()
 		t.Fatal(err)
 	}
+	_ = outR.SetReadDeadline(time.Now().Add(readBound))
+	go func() { p.waitErr = p.cmd.Wait(); close(p.exited) }()
 	t.Cleanup(func() {
 		_ = p.stdin.Close()
-		done := make(chan struct{})
-		go func() { _ = p.cmd.Wait(); close(done) }()
-		select {
-		case <-done:
-		case <-time.After(5 * time.Second):
+		// SIGTERM ends an http-stream FDK; the others end with stdin.
+		_ = p.cmd.Process.Signal(syscall.SIGTERM)
+		if p.wait(10*time.Second) != nil {
 			_ = p.cmd.Process.Kill()
-			<-done
+			<-p.exited
 		}
+		outR.Close()
 		if t.Failed() {
 			t.Logf("fdk stderr:\n%s", p.stderr.String())
 		}
 	})
 	return p
+}
+
+var errStillRunning = errors.New("the FDK is still running")
+
+// readBound limits how long a test reads from one FDK process, its stdout
+// or its socket: far longer than any check takes, so that it only turns an
+// FDK that never answers into a failure rather than a hung test.
+const readBound = 2 * time.Minute
+
+// wait waits for the process to exit, as long as within, and returns its
+// exit status (errStillRunning if it has not exited).
+func (p *fdkProc) wait(within time.Duration) error {
+	select {
+	case <-p.exited:
+		return p.waitErr
+	case <-time.After(within):
+		return errStillRunning
+	}
 }
 
 func request(body string, header http.Header) *protocol.Request {
@@ -176,11 +276,7 @@ func (rt Runtime) conformanceHotFormats(t *testing.T) {
 }
 
 func (rt Runtime) statusHeadersAndErrors(t *testing.T) {
-	dir := t.TempDir()
-	fn := filepath.Join(dir, rt.StatusFunc.Name)
-	if err := os.WriteFile(fn, []byte(rt.StatusFunc.Source), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	fn := rt.file(t, rt.StatusFunc)
 	for _, format := range []string{protocol.JSONHTTP, protocol.HTTP, protocol.JSON} {
 		t.Run(format, func(t *testing.T) {
 			codec, _ := protocol.New(format, protocol.Limits{})
@@ -250,9 +346,9 @@ func (rt Runtime) garbageEndsTheProcess(t *testing.T) {
 	if _, err := io.ReadAll(p.stdout); err != nil {
 		t.Fatal(err)
 	}
-	err := p.cmd.Wait()
-	if err == nil {
-		t.Fatal("the FDK exited 0 after a bad frame")
+	err := p.wait(10 * time.Second)
+	if err == nil || err == errStillRunning {
+		t.Fatalf("after a bad frame: %v, want a non-zero exit", err)
 	}
 	if !strings.Contains(p.stderr.String(), "fdk:") {
 		t.Errorf("stderr = %q", p.stderr.String())
