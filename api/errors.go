@@ -26,6 +26,7 @@ var statuses = []struct {
 	{errdefs.ErrTimeout, http.StatusGatewayTimeout},
 	{errdefs.ErrFunction, http.StatusBadGateway},
 	{errdefs.ErrUpstream, http.StatusBadGateway},
+	{errdefs.ErrTooManyRequests, http.StatusTooManyRequests},
 	{errdefs.ErrUnavailable, http.StatusServiceUnavailable},
 }
 
@@ -47,7 +48,7 @@ const queueFullRetry = 5
 func writeError(w http.ResponseWriter, err error) {
 	status := statusOf(err)
 	h := w.Header()
-	if status == http.StatusServiceUnavailable && h.Get("Retry-After") == "" {
+	if (status == http.StatusServiceUnavailable || status == http.StatusTooManyRequests) && h.Get("Retry-After") == "" {
 		retry := 1
 		var full *store.QueueFullError
 		if errors.As(err, &full) {

@@ -280,6 +280,12 @@ type fnBody struct {
 	Timeout     *int              `json:"timeout"`
 	IdleTimeout *int              `json:"idle_timeout"`
 	TmpfsSize   *int64            `json:"tmpfs_size"`
+	// Scaling knobs: pointers, since 0 (no limit) is a value an update
+	// must be able to set.
+	MaxConcurrency *int `json:"max_concurrency"`
+	MaxInstances   *int `json:"max_instances"`
+	MinWarm        *int `json:"min_warm"`
+	MaxRequests    *int `json:"max_requests"`
 	Config      map[string]string `json:"config"`
 	Annotations map[string]any    `json:"annotations"`
 	CreatedAt   *time.Time        `json:"created_at"`
@@ -347,6 +353,17 @@ func applyFnBody(f *store.Fn, b *fnBody) {
 	if b.TmpfsSize != nil && *b.TmpfsSize != 0 {
 		f.TmpfsSize = *b.TmpfsSize
 	}
+	for _, k := range []struct {
+		given *int
+		field *int
+	}{
+		{b.MaxConcurrency, &f.MaxConcurrency}, {b.MaxInstances, &f.MaxInstances},
+		{b.MinWarm, &f.MinWarm}, {b.MaxRequests, &f.MaxRequests},
+	} {
+		if k.given != nil {
+			*k.field = *k.given
+		}
+	}
 	f.Config = mergeConfig(f.Config, b.Config)
 	f.Annotations = mergeAnnotations(f.Annotations, b.Annotations)
 }
@@ -379,7 +396,29 @@ func (s *Server) createFn(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
+	if err := s.deployFn(r, fn.ID); err != nil {
+		// Refused as a whole: the fn is not left half deployed.
+		if derr := s.store.DeleteFn(r.Context(), fn.ID); derr != nil {
+			s.log.WithError(derr).WithField("fn_id", fn.ID).Error("remove a fn whose deploy was refused")
+		}
+		s.calls.Refresh(r.Context(), fn.ID)
+		writeError(w, err)
+		return
+	}
 	writeJSON(w, http.StatusOK, fn)
+}
+
+// deployFn starts what a fn's record asks for (its min_warm containers).
+// A refusal (no room for them) is returned for the caller to undo the
+// change; any other failure (the image is not there yet) leaves the fn as
+// saved, to be warmed at its first call, and is only logged.
+func (s *Server) deployFn(r *http.Request, fnID string) error {
+	err := s.calls.Deploy(r.Context(), fnID)
+	if err == nil || errors.Is(err, errdefs.ErrConflict) {
+		return err
+	}
+	s.log.WithError(err).WithField("fn_id", fnID).Warn("fn saved; its warm containers start at its first call")
+	return nil
 }
 
 func (s *Server) listFns(w http.ResponseWriter, r *http.Request) {
@@ -411,7 +450,9 @@ func (s *Server) updateFn(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
+	var old store.Fn
 	fn, err := s.store.UpdateFn(r.Context(), r.PathValue("fn_id"), func(f *store.Fn) error {
+		old = *f
 		if err := checkImmutable("fn", "id", body.ID, f.ID); err != nil {
 			return err
 		}
@@ -428,7 +469,14 @@ func (s *Server) updateFn(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
-	s.calls.Refresh(r.Context(), fn.ID)
+	if err := s.deployFn(r, fn.ID); err != nil {
+		if _, rerr := s.store.UpdateFn(r.Context(), fn.ID, func(f *store.Fn) error { *f = old; return nil }); rerr != nil {
+			s.log.WithError(rerr).WithField("fn_id", fn.ID).Error("undo a fn update whose deploy was refused")
+		}
+		_ = s.deployFn(r, fn.ID)
+		writeError(w, err)
+		return
+	}
 	writeJSON(w, http.StatusOK, fn)
 }
 

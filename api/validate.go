@@ -25,6 +25,10 @@ const (
 	maxNameLen     = 255
 	maxSourceLen   = 1024
 	maxAnnKeyLen   = 128
+	maxConcurrency = 100000
+	maxInstances   = 10000
+	maxMinWarm     = 1000
+	maxRequests    = 1 << 30
 )
 
 var (
@@ -156,6 +160,9 @@ func validateFn(f *store.Fn) error {
 	if f.TmpfsSize < 0 || f.TmpfsSize > maxTmpfsSize {
 		return invalid("fn", "tmpfs_size", "must be between 1 and %d MB", maxTmpfsSize)
 	}
+	if err := validateScaling(f); err != nil {
+		return err
+	}
 	if v, ok := f.Annotations[calls.AnnotationNetwork]; ok && v != "host" && v != "none" {
 		return invalid("fn", "annotations", "%s must be \"host\" or \"none\"", calls.AnnotationNetwork)
 	}
@@ -163,6 +170,33 @@ func validateFn(f *store.Fn) error {
 		return err
 	}
 	return validateAnnotations("fn", f.Annotations)
+}
+
+// validateScaling checks the scaling knobs. Only max_concurrency means
+// anything for the default format: it keeps no container to bound,
+// warm or retire.
+func validateScaling(f *store.Fn) error {
+	for _, k := range []struct {
+		name  string
+		v     int
+		limit int
+	}{
+		{"max_concurrency", f.MaxConcurrency, maxConcurrency},
+		{"max_instances", f.MaxInstances, maxInstances},
+		{"min_warm", f.MinWarm, maxMinWarm},
+		{"max_requests", f.MaxRequests, maxRequests},
+	} {
+		if k.v < 0 || k.v > k.limit {
+			return invalid("fn", k.name, "must be between 0 (no limit) and %d", k.limit)
+		}
+		if k.v > 0 && k.name != "max_concurrency" && !protocol.Hot(f.Format) {
+			return invalid("fn", k.name, "applies to hot formats only; format %q starts a container per call", f.Format)
+		}
+	}
+	if f.MaxInstances > 0 && f.MinWarm > f.MaxInstances {
+		return invalid("fn", "min_warm", "%d is more than max_instances (%d)", f.MinWarm, f.MaxInstances)
+	}
+	return nil
 }
 
 func validateTrigger(t *store.Trigger) error {

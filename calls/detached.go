@@ -308,6 +308,14 @@ func (s *Service) runDetached(c *store.Call) {
 		s.finishDetached(ctx, log, c, store.CallError, t.policyErr.Error(), nil)
 		return
 	}
+	if !s.conc.enter(t.Fn.ID, t.Fn.MaxConcurrency) {
+		// Queued, not refused: it waits for the fn's sync calls to
+		// leave room, as it does for capacity.
+		log.Debug("fn at its max_concurrency; detached call queued again")
+		s.requeue(ctx, log, c)
+		return
+	}
+	defer s.conc.leave(t.Fn.ID, t.Fn.MaxConcurrency)
 	deadline := start.Add(fnTimeout(t.Fn))
 	// Not tied to shutdown: Close lets an accepted call finish, and the
 	// deadline bounds how long that takes.

@@ -2,6 +2,7 @@ package calls
 
 import (
 	"context"
+	"fmt"
 
 	"github.com/kiln-run/kiln/store"
 )
@@ -15,18 +16,32 @@ import (
 // only frees the old ones' memory at once.
 func (s *Service) Refresh(ctx context.Context, fnIDs ...string) {
 	for _, id := range fnIDs {
-		old, ok := s.keys.Load(id)
-		if !ok {
-			continue // no container was ever started for it
+		if err := s.refresh(ctx, id); err != nil {
+			s.log.WithError(err).WithField("fn_id", id).Warn("min_warm containers not kept after a change")
 		}
-		t, err := s.targets.fn(ctx, id)
-		if err == nil && t.key == old {
-			continue
-		}
+	}
+}
+
+// refresh retires id's stale containers and keeps its min_warm ones for
+// what it is now; the error is the min_warm's.
+func (s *Service) refresh(ctx context.Context, id string) error {
+	t, err := s.targets.fn(ctx, id)
+	if old, ok := s.keys.Load(id); ok && (err != nil || t.key != old) {
 		// Deleted, changed, or unreadable: retiring is the safe side.
+		// Draining also ends the old key's min_warm.
 		s.keys.Delete(id)
+		s.warmKeys.Delete(id)
+		s.warmCounts.Delete(id)
 		s.pool.Drain(id)
 	}
+	if err != nil || (t.Fn.MinWarm == 0 && s.warmN(id) == 0) {
+		return nil
+	}
+	imageID, err := s.rt.ImageID(ctx, t.Fn.Image)
+	if err != nil {
+		return fmt.Errorf("fn %q: min_warm needs its image: %w", t.Fn.Name, err)
+	}
+	return s.warm(t, s.poolSpec(t, imageID))
 }
 
 // RefreshApp refreshes every fn of an app. The change is already saved,

@@ -97,6 +97,10 @@ type Service struct {
 	// keys remembers the spec key each fn's containers were last started
 	// with, so Refresh retires them only when what they see changed.
 	keys sync.Map // fn id -> string
+	// warmKeys and warmCounts are the pool key and count each fn's
+	// min_warm is kept for.
+	warmKeys, warmCounts sync.Map
+	conc                 concurrency
 
 	// admission: every call accepted while not draining is counted, and
 	// Close waits for them all before any container goes.
@@ -145,6 +149,9 @@ func (s *Service) Open(ctx context.Context) error {
 		// also being claimed.
 		err = s.recoverInterrupted(ctx)
 		s.startAsync()
+		if werr := s.warmAll(ctx); werr != nil && err == nil {
+			err = werr
+		}
 	})
 	return err
 }

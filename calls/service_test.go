@@ -494,3 +494,66 @@ func (r *streamRuntime) RunCold(context.Context, *executor.Function, *protocol.R
 	return nil, errors.New("no cold calls")
 }
 func (r *streamRuntime) ImageID(context.Context, string) (string, error) { return "sha256:s", nil }
+
+// TestMaxConcurrencyRefusesAtOnce: past a fn's max_concurrency a call is
+// refused with ErrTooManyRequests without waiting, and a freed place is
+// taken again.
+func TestMaxConcurrencyRefusesAtOnce(t *testing.T) {
+	ctx := context.Background()
+	st := asyncStore(t)
+	_, fn, _ := hotFn(t, st, "narrow", 64)
+	if _, err := st.UpdateFn(ctx, fn.ID, func(f *store.Fn) error { f.MaxConcurrency = 2; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	svc := hotService(t, st, &hotRuntime{}, pool.Config{})
+	var wg sync.WaitGroup
+	for i := 0; i < 2; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if _, err := callFn(t, svc, fn.ID, "slow", "X-Sleep", "300ms"); err != nil {
+				t.Error(err)
+			}
+		}()
+	}
+	waitUntil(t, 5*time.Second, "two calls in", func() bool { return svc.Pool().Stats().Busy+svc.Pool().Stats().Launching == 2 })
+	start := time.Now()
+	_, err := callFn(t, svc, fn.ID, "third")
+	if !errors.Is(err, errdefs.ErrTooManyRequests) || !strings.Contains(err.Error(), "max_concurrency of 2") {
+		t.Fatalf("third call: %v", err)
+	}
+	if took := time.Since(start); took > 100*time.Millisecond {
+		t.Fatalf("the refusal took %s", took)
+	}
+	wg.Wait()
+	if _, err := callFn(t, svc, fn.ID, "after"); err != nil {
+		t.Fatalf("a call after the others ended: %v", err)
+	}
+}
+
+// TestDeployRefusesMinWarmThatCannotFit: a min_warm beyond the pool's
+// memory is an ErrConflict that says how much it needs, and starts none.
+func TestDeployRefusesMinWarmThatCannotFit(t *testing.T) {
+	ctx := context.Background()
+	st := asyncStore(t)
+	_, fn, _ := hotFn(t, st, "big", 256)
+	if _, err := st.UpdateFn(ctx, fn.ID, func(f *store.Fn) error { f.MinWarm = 3; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	rt := &hotRuntime{}
+	svc := hotService(t, st, rt, pool.Config{CapacityMB: 512})
+	err := svc.Deploy(ctx, fn.ID)
+	if !errors.Is(err, errdefs.ErrConflict) || !strings.Contains(err.Error(), "MB") {
+		t.Fatalf("Deploy: %v, want ErrConflict naming the memory", err)
+	}
+	if n := rt.started.Load(); n != 0 {
+		t.Fatalf("%d containers started for a refused min_warm", n)
+	}
+	if _, err := st.UpdateFn(ctx, fn.ID, func(f *store.Fn) error { f.MinWarm = 2; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if err := svc.Deploy(ctx, fn.ID); err != nil {
+		t.Fatalf("a min_warm that fits: %v", err)
+	}
+	waitUntil(t, 5*time.Second, "2 warm containers", func() bool { return rt.started.Load() == 2 })
+}

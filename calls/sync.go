@@ -27,13 +27,23 @@ func (s *Service) NewCallID() string { return s.store.NewID() }
 // answer with a Stream is still running: the caller must read it to its
 // end or Close it, and the record is written then.
 func (s *Service) Call(ctx context.Context, t *Target, req *protocol.Request) (*protocol.Response, error) {
-	done, err := s.accept()
+	accepted, err := s.accept()
 	if err != nil {
 		return nil, err
 	}
 	if t.policyErr != nil {
-		done()
+		accepted()
 		return nil, t.policyErr
+	}
+	if !s.conc.enter(t.Fn.ID, t.Fn.MaxConcurrency) {
+		accepted()
+		s.mx.ObserveRejected(t.App.Name, t.Fn.Name)
+		return nil, tooManyCalls(t.Fn)
+	}
+	max := t.Fn.MaxConcurrency
+	done := func() {
+		s.conc.leave(t.Fn.ID, max)
+		accepted()
 	}
 	start := time.Now()
 	deadline := start.Add(fnTimeout(t.Fn))
@@ -157,20 +167,15 @@ func (s *Service) execute(ctx context.Context, t *Target, req *protocol.Request,
 	if err != nil {
 		return nil, err
 	}
-	spec := t.spec
-	lease, err := s.pool.Acquire(ctx, pool.Spec[Instance]{
-		// The digest joins the key here: a re-tagged image changes no
-		// record, so the Target's key cannot know of it.
-		Key:         t.key + "|" + imageID,
-		Group:       t.Fn.ID,
-		App:         t.App.Name,
-		Fn:          t.Fn.Name,
-		MemoryMB:    t.Fn.Memory,
-		IdleTimeout: time.Duration(t.Fn.IdleTimeout) * time.Second,
-		Launch: func(ctx context.Context) (Instance, error) {
-			return s.rt.StartHot(ctx, spec)
-		},
-	})
+	spec := s.poolSpec(t, imageID)
+	if t.Fn.MinWarm > 0 {
+		// A new key (a re-tagged image) drains the old one's warm
+		// containers: keep the new one's.
+		if err := s.warm(t, spec); err != nil {
+			s.log.WithError(err).WithField("fn", t.Fn.Name).Warn("min_warm containers not kept")
+		}
+	}
+	lease, err := s.pool.Acquire(ctx, spec)
 	if err != nil {
 		return nil, poolError(err)
 	}

@@ -27,6 +27,9 @@ var (
 	ErrUnauthorized = errors.New("unauthorized")
 	// ErrForbidden: valid credentials that do not cover this request.
 	ErrForbidden = errors.New("forbidden")
+	// ErrTooManyRequests: the fn is at its max_concurrency; the caller
+	// may retry shortly.
+	ErrTooManyRequests = errors.New("too many requests")
 	// ErrUnavailable: kiln cannot serve right now (no capacity before the
 	// deadline, a full queue, containerd down, shutting down); the caller
 	// may retry.

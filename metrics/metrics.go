@@ -25,6 +25,9 @@ type Metrics struct {
 	HTTPRequests   *prometheus.CounterVec
 	StreamTTFB     *prometheus.HistogramVec
 	StreamBytes    *prometheus.CounterVec
+	Waiting        *prometheus.GaugeVec
+	Rejected       *prometheus.CounterVec
+	Retired        *prometheus.CounterVec
 }
 
 // Buckets for call latency: hot calls take tens of microseconds, cold
@@ -72,8 +75,18 @@ func New(reg prometheus.Registerer) *Metrics {
 	m.StreamBytes = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "kiln_stream_bytes_total", Help: "Body bytes of streamed responses passed to clients.",
 	}, []string{"app", "fn"})
+	m.Waiting = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "kiln_calls_waiting", Help: "Calls of a fn waiting for a container (a launch, memory, or its max_instances).",
+	}, []string{"app", "fn"})
+	m.Rejected = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "kiln_calls_rejected_total", Help: "Calls refused (429) because their fn was at its max_concurrency.",
+	}, []string{"app", "fn"})
+	m.Retired = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "kiln_containers_retired_total", Help: "Hot containers retired after their fn's max_requests calls.",
+	}, []string{"app", "fn"})
 	reg.MustRegister(m.Calls, m.CallDuration, m.QueueWait, m.ContainerStart, m.StartSeconds,
-		m.Containers, m.Evictions, m.Timeouts, m.Memory, m.HTTPRequests, m.StreamTTFB, m.StreamBytes)
+		m.Containers, m.Evictions, m.Timeouts, m.Memory, m.HTTPRequests, m.StreamTTFB, m.StreamBytes,
+		m.Waiting, m.Rejected, m.Retired)
 	return m
 }
 
@@ -101,11 +114,29 @@ func (m *Metrics) ObserveStream(app, fn string, firstByte time.Duration, bytes i
 	m.StreamBytes.WithLabelValues(app, fn).Add(float64(bytes))
 }
 
-// SetContainers records a fn's hot containers by state.
-func (m *Metrics) SetContainers(app, fn string, starting, idle, busy int) {
+// ObserveRejected counts one call refused for max_concurrency.
+func (m *Metrics) ObserveRejected(app, fn string) {
 	if m == nil {
 		return
 	}
+	m.Rejected.WithLabelValues(app, fn).Inc()
+}
+
+// ObserveRetired counts one container retired for max_requests.
+func (m *Metrics) ObserveRetired(app, fn string) {
+	if m == nil {
+		return
+	}
+	m.Retired.WithLabelValues(app, fn).Inc()
+}
+
+// SetContainers records a fn's hot containers by state, and its calls
+// waiting for one.
+func (m *Metrics) SetContainers(app, fn string, starting, idle, busy, waiting int) {
+	if m == nil {
+		return
+	}
+	m.Waiting.WithLabelValues(app, fn).Set(float64(waiting))
 	m.Containers.WithLabelValues(app, fn, "starting").Set(float64(starting))
 	m.Containers.WithLabelValues(app, fn, "idle").Set(float64(idle))
 	m.Containers.WithLabelValues(app, fn, "busy").Set(float64(busy))

@@ -31,7 +31,16 @@ type Fn struct {
 	Timeout     int    `json:"timeout"`        // seconds
 	IdleTimeout int    `json:"idle_timeout"`   // seconds
 	// TmpfsSize is the size of the fn's writable /tmp in MB (default 64).
-	TmpfsSize   int64             `json:"tmpfs_size,omitempty"`
+	TmpfsSize int64 `json:"tmpfs_size,omitempty"`
+	// Scaling knobs; 0 means no limit (none warm).
+	// MaxConcurrency bounds calls running or waiting at once (429 past it).
+	MaxConcurrency int `json:"max_concurrency,omitempty"`
+	// MaxInstances bounds the fn's containers at once.
+	MaxInstances int `json:"max_instances,omitempty"`
+	// MinWarm containers are kept warm even when idle.
+	MinWarm int `json:"min_warm,omitempty"`
+	// MaxRequests retires a container after that many calls.
+	MaxRequests int               `json:"max_requests,omitempty"`
 	Config      map[string]string `json:"config,omitempty"`
 	Annotations map[string]any    `json:"annotations,omitempty"`
 	CreatedAt   time.Time         `json:"created_at"`

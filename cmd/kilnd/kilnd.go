@@ -156,8 +156,9 @@ func (m *Main) Open(ctx context.Context) error {
 				Evicted:   func(app, fn string) { mx.Evictions.Inc() },
 				QueueWait: func(app, fn string, waited time.Duration) { mx.QueueWait.Observe(waited.Seconds()) },
 				Changed: func(app, fn string, c pool.Counts) {
-					mx.SetContainers(app, fn, c.Starting, c.Idle, c.Busy)
+					mx.SetContainers(app, fn, c.Starting, c.Idle, c.Busy, c.Waiting)
 				},
+				Retired: mx.ObserveRetired,
 				MemoryUsed: mx.SetMemory,
 			},
 		},
