@@ -19,6 +19,7 @@ RUN go mod download
 COPY cmd/ cmd/
 COPY api/ api/
 COPY calls/ calls/
+COPY seal/ seal/
 COPY errdefs/ errdefs/
 COPY executor/ executor/
 COPY imagebuild/ imagebuild/

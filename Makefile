@@ -4,7 +4,7 @@ GO        ?= go
 BIN       := bin
 VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS   := -s -w -X main.Version=$(VERSION)
-PKGS_UNIT := ./protocol/... ./pool/... ./store/... ./api/... ./executor/... ./imagebuild/... ./images/... ./cmd/... ./errdefs/... ./metrics/... ./calls/... ./deploy/...
+PKGS_UNIT := ./protocol/... ./pool/... ./store/... ./api/... ./executor/... ./imagebuild/... ./images/... ./cmd/... ./errdefs/... ./metrics/... ./calls/... ./seal/... ./deploy/...
 FUZZTIME  ?= 60s
 
 .PHONY: help build run test test-unit test-e2e lint fuzz bench soak clean

@@ -2,24 +2,20 @@ package api
 
 import (
 	"crypto/hmac"
-	"crypto/rand"
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
-	"io/fs"
 	"net/http"
-	"os"
-	"path/filepath"
 	"strings"
 	"time"
 
 	"github.com/sirupsen/logrus"
 
 	"github.com/kiln-run/kiln/errdefs"
+	"github.com/kiln-run/kiln/seal"
 	"github.com/kiln-run/kiln/store"
 )
 
@@ -321,72 +317,8 @@ func (s *Server) createToken(w http.ResponseWriter, r *http.Request) {
 }
 
 // LoadOrCreateTokenKey returns the token signing key kept at path,
-// creating a random one the first time. The file is written whole under
-// a temporary name and renamed into place, so a crash never leaves a
-// short key behind. A key file others can read is refused rather than
-// used: anyone holding it can call every private fn.
+// creating a random one the first time (see seal.LoadOrCreateKey): anyone
+// holding it can call every private fn.
 func LoadOrCreateTokenKey(path string) ([]byte, error) {
-	key, err := readTokenKey(path)
-	if err == nil || !errors.Is(err, fs.ErrNotExist) {
-		return key, err
-	}
-	dir := filepath.Dir(path)
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return nil, fmt.Errorf("token key: %w", err)
-	}
-	key = make([]byte, tokenKeySize)
-	if _, err := rand.Read(key); err != nil {
-		return nil, fmt.Errorf("token key: %w", err)
-	}
-	tmp, err := os.CreateTemp(dir, ".token-key-*") // mode 0600
-	if err != nil {
-		return nil, fmt.Errorf("token key: %w", err)
-	}
-	defer os.Remove(tmp.Name()) // a no-op once renamed
-	_, err = tmp.Write(key)
-	if err == nil {
-		err = tmp.Sync()
-	}
-	if cerr := tmp.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp.Name(), path)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("token key %s: %w", path, err)
-	}
-	// Make the rename durable: a key lost in a crash would quietly
-	// invalidate every token handed out.
-	if d, err := os.Open(dir); err == nil {
-		_ = d.Sync()
-		d.Close()
-	}
-	return key, nil
-}
-
-func readTokenKey(path string) ([]byte, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	st, err := f.Stat()
-	if err != nil {
-		return nil, fmt.Errorf("token key %s: %w", path, err)
-	}
-	if !st.Mode().IsRegular() {
-		return nil, fmt.Errorf("token key %s is not a regular file", path)
-	}
-	if perm := st.Mode().Perm(); perm&0o077 != 0 {
-		return nil, fmt.Errorf("token key %s has mode %#o: it must be readable by its owner only (chmod 600)", path, perm)
-	}
-	key, err := io.ReadAll(io.LimitReader(f, 1<<12))
-	if err != nil {
-		return nil, fmt.Errorf("token key %s: %w", path, err)
-	}
-	if len(key) < tokenKeySize {
-		return nil, fmt.Errorf("token key %s holds %d bytes, want at least %d; delete it to have a new one made (existing tokens stop working)", path, len(key), tokenKeySize)
-	}
-	return key, nil
+	return seal.LoadOrCreateKey(path, "token key")
 }

@@ -270,22 +270,24 @@ func (s *Server) deleteApp(w http.ResponseWriter, r *http.Request) {
 // ---- fns
 
 type fnBody struct {
-	ID          string            `json:"id"`
-	Name        string            `json:"name"`
-	AppID       string            `json:"app_id"`
-	Image       string            `json:"image"`
-	Format      string            `json:"format"`
-	Memory      *int64            `json:"memory"`
-	CPUs        *milliCPUs        `json:"cpus"`
-	Timeout     *int              `json:"timeout"`
-	IdleTimeout *int              `json:"idle_timeout"`
-	TmpfsSize   *int64            `json:"tmpfs_size"`
+	ID          string     `json:"id"`
+	Name        string     `json:"name"`
+	AppID       string     `json:"app_id"`
+	Image       string     `json:"image"`
+	Format      string     `json:"format"`
+	Memory      *int64     `json:"memory"`
+	CPUs        *milliCPUs `json:"cpus"`
+	Timeout     *int       `json:"timeout"`
+	IdleTimeout *int       `json:"idle_timeout"`
+	TmpfsSize   *int64     `json:"tmpfs_size"`
 	// Scaling knobs: pointers, since 0 (no limit) is a value an update
 	// must be able to set.
 	MaxConcurrency *int `json:"max_concurrency"`
 	MaxInstances   *int `json:"max_instances"`
 	MinWarm        *int `json:"min_warm"`
 	MaxRequests    *int `json:"max_requests"`
+	// Secrets replaces the fn's list when given ([] clears it).
+	Secrets     *[]string         `json:"secrets"`
 	Config      map[string]string `json:"config"`
 	Annotations map[string]any    `json:"annotations"`
 	CreatedAt   *time.Time        `json:"created_at"`
@@ -352,6 +354,9 @@ func applyFnBody(f *store.Fn, b *fnBody) {
 	}
 	if b.TmpfsSize != nil && *b.TmpfsSize != 0 {
 		f.TmpfsSize = *b.TmpfsSize
+	}
+	if b.Secrets != nil {
+		f.Secrets = append([]string(nil), (*b.Secrets)...)
 	}
 	for _, k := range []struct {
 		given *int

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/kiln-run/kiln/calls"
+	"github.com/kiln-run/kiln/seal"
 	"github.com/kiln-run/kiln/store"
 )
 
@@ -29,7 +30,11 @@ func newEnv(t *testing.T, cfg Config) *testEnv {
 // newCalls is a calls.Service on st and rt, opened, and closed before st.
 func newCalls(t testing.TB, st *store.Store, rt calls.Runtime) *calls.Service {
 	t.Helper()
-	svc := calls.New(calls.Config{Store: st, Runtime: rt, Logger: quietLog()})
+	box, err := seal.NewBox(make([]byte, seal.KeySize))
+	if err != nil {
+		t.Fatal(err)
+	}
+	svc := calls.New(calls.Config{Store: st, Runtime: rt, Logger: quietLog(), Secrets: box})
 	if err := svc.Open(context.Background()); err != nil {
 		t.Fatal(err)
 	}

@@ -71,6 +71,8 @@ func New(cfg Config) *Server {
 	s.registerInvoke(mux)
 	s.registerImages(mux)
 	s.registerTokens(mux)
+	s.registerSecrets(mux)
+	s.registerLogs(mux)
 	mux.HandleFunc("GET /healthz", s.health)
 	mux.HandleFunc("GET /version", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]string{"version": cfg.Version})

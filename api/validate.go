@@ -163,6 +163,16 @@ func validateFn(f *store.Fn) error {
 	if err := validateScaling(f); err != nil {
 		return err
 	}
+	seen := map[string]bool{}
+	for _, name := range f.Secrets {
+		if err := validateSecretName(name); err != nil {
+			return invalid("fn", "secrets", "%v", err)
+		}
+		if seen[name] {
+			return invalid("fn", "secrets", "%q is named twice", name)
+		}
+		seen[name] = true
+	}
 	if v, ok := f.Annotations[calls.AnnotationNetwork]; ok && v != "host" && v != "none" {
 		return invalid("fn", "annotations", "%s must be \"host\" or \"none\"", calls.AnnotationNetwork)
 	}

@@ -329,7 +329,7 @@ func (s *Service) runDetached(c *store.Call) {
 		Header:   http.Header(c.Request.Header).Clone(),
 		Body:     c.Request.Body,
 	}
-	logs := &callLog{max: s.cfg.CallLogCap}
+	logs := s.newCallLog(t, c.ID)
 	// The response has no one to go to: a detached call's outcome is its
 	// record and its log.
 	resp, err := s.execute(cctx, t, req, logs)

@@ -1,6 +1,7 @@
 package calls
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"sync"
@@ -20,9 +21,20 @@ type callLog struct {
 	buf       []byte
 	max       int
 	truncated bool
+	// hub, when set, gets every line as it is written, for followers;
+	// line holds the call's fields.
+	hub  *logHub
+	line LogLine
 }
 
 func (l *callLog) Write(p []byte) (int, error) {
+	if l.hub != nil {
+		// The stderr pump writes a line at a time (a long one in pieces).
+		line := l.line
+		line.Time = time.Now().UTC()
+		line.Line = string(bytes.TrimRight(p, "\r\n"))
+		l.hub.publish(line)
+	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.truncated {
@@ -56,6 +68,9 @@ type recordItem struct {
 	key  string // of live
 	call *store.Call
 	log  *callLog
+	// synced, on an item with no call, is closed once everything queued
+	// before it is in the store.
+	synced chan struct{}
 }
 
 func liveKey(c *store.Call) string { return c.FnID + "/" + c.ID }
@@ -147,12 +162,19 @@ func (r *recorder) run() {
 		select {
 		case it := <-r.items:
 			batch = append(batch[:0], it)
+			if it.synced != nil {
+				r.flush(batch)
+				continue
+			}
 			timer := time.NewTimer(flushEvery)
 		collect:
 			for len(batch) < 512 {
 				select {
 				case it := <-r.items:
 					batch = append(batch, it)
+					if it.synced != nil {
+						break collect // someone waits: write now
+					}
 				case <-timer.C:
 					break collect
 				case <-r.stop:
@@ -182,18 +204,45 @@ func (r *recorder) run() {
 }
 
 func (r *recorder) flush(batch []recordItem) {
-	writes := make([]store.CallWrite, len(batch))
-	for i, it := range batch {
-		writes[i].Call = it.call
+	writes := make([]store.CallWrite, 0, len(batch))
+	for _, it := range batch {
+		if it.call == nil {
+			continue
+		}
+		w := store.CallWrite{Call: it.call}
 		if it.log != nil {
-			writes[i].Log = it.log.Bytes()
+			w.Log = it.log.Bytes()
+		}
+		writes = append(writes, w)
+	}
+	if len(writes) > 0 {
+		if err := r.store.SaveCalls(context.Background(), writes); err != nil {
+			r.log.WithError(err).WithField("calls", len(writes)).Error("save call records")
 		}
 	}
-	if err := r.store.SaveCalls(context.Background(), writes); err != nil {
-		r.log.WithError(err).WithField("calls", len(writes)).Error("save call records")
-	}
 	for _, it := range batch {
-		r.live.Delete(it.key)
+		if it.synced != nil {
+			close(it.synced)
+		} else {
+			r.live.Delete(it.key)
+		}
+	}
+}
+
+// sync waits until every record put so far is in the store, for a reader
+// of the store that must not miss a call just ended (a log follower).
+func (r *recorder) sync(ctx context.Context) {
+	r.mu.RLock()
+	if !r.running || r.closed {
+		r.mu.RUnlock()
+		return
+	}
+	done := make(chan struct{})
+	r.items <- recordItem{synced: done}
+	r.mu.RUnlock()
+	select {
+	case <-done:
+	case <-ctx.Done():
 	}
 }
 

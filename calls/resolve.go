@@ -8,6 +8,7 @@ import (
 
 	"github.com/kiln-run/kiln/errdefs"
 	"github.com/kiln-run/kiln/executor"
+	"github.com/kiln-run/kiln/seal"
 	"github.com/kiln-run/kiln/store"
 )
 
@@ -32,6 +33,7 @@ type Target struct {
 type resolver struct {
 	store            *store.Store
 	allowHostNetwork bool
+	box              *seal.Box
 
 	mu        sync.RWMutex
 	gen       uint64
@@ -41,8 +43,8 @@ type resolver struct {
 
 type triggerKey struct{ app, source string }
 
-func newResolver(st *store.Store, allowHostNetwork bool) *resolver {
-	return &resolver{store: st, allowHostNetwork: allowHostNetwork,
+func newResolver(st *store.Store, allowHostNetwork bool, box *seal.Box) *resolver {
+	return &resolver{store: st, allowHostNetwork: allowHostNetwork, box: box,
 		byFn: map[string]*Target{}, byTrigger: map[triggerKey]*Target{}}
 }
 
@@ -144,7 +146,12 @@ func (r *resolver) build(ctx context.Context, fn *store.Fn) (*Target, error) {
 	if err != nil {
 		return nil, fmt.Errorf("triggers of fn %q: %w", fn.ID, err)
 	}
+	secrets, err := r.openSecrets(ctx, fn)
+	if err != nil {
+		return nil, err
+	}
 	spec := functionSpec(app, fn, trigs)
+	spec.Secrets = secrets
 	return &Target{App: app, Fn: fn, spec: spec, key: specKey(spec, fn), policyErr: r.policy(spec)}, nil
 }
 

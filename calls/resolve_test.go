@@ -26,7 +26,7 @@ func TestResolverSeesEveryChange(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := newResolver(st, false)
+	r := newResolver(st, false, nil)
 	for i := 0; i < 2; i++ {
 		if tg, err := r.trigger(ctx, "a", "/t"); err != nil || tg.Fn.ID != fn1.ID {
 			t.Fatalf("lookup %d: %v %v", i, tg, err)

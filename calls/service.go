@@ -24,6 +24,7 @@ import (
 	"github.com/kiln-run/kiln/metrics"
 	"github.com/kiln-run/kiln/pool"
 	"github.com/kiln-run/kiln/protocol"
+	"github.com/kiln-run/kiln/seal"
 	"github.com/kiln-run/kiln/store"
 )
 
@@ -55,6 +56,8 @@ type Config struct {
 	// AllowHostNetwork lets fns annotated kiln.io/network=host share the
 	// node's network namespace.
 	AllowHostNetwork bool
+	// Secrets seals and opens apps' secrets; nil: fns cannot have any.
+	Secrets *seal.Box
 
 	// CallLogCap bounds the stderr kept per call (default 1 MiB).
 	CallLogCap int
@@ -93,6 +96,7 @@ type Service struct {
 	targets *resolver
 	records *recorder
 	async   asyncState
+	logs    logHub
 
 	// keys remembers the spec key each fn's containers were last started
 	// with, so Refresh retires them only when what they see changed.
@@ -130,7 +134,7 @@ func New(cfg Config) *Service {
 		log:   cfg.Logger,
 		mx:    cfg.Metrics,
 	}
-	s.targets = newResolver(cfg.Store, cfg.AllowHostNetwork)
+	s.targets = newResolver(cfg.Store, cfg.AllowHostNetwork, cfg.Secrets)
 	s.records = newRecorder(cfg.Store, cfg.Logger, cfg.CallsPerFn, cfg.CallMaxAge)
 	s.async.init(cfg)
 	return s
@@ -208,6 +212,7 @@ func (s *Service) Close(ctx context.Context) error {
 			errs = append(errs, fmt.Errorf("drain: %w", err))
 		}
 		s.stopAsyncWait()
+		s.logs.close()
 		s.records.close()
 		s.closeErr = errors.Join(errs...)
 	})

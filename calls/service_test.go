@@ -557,3 +557,69 @@ func TestDeployRefusesMinWarmThatCannotFit(t *testing.T) {
 	}
 	waitUntil(t, 5*time.Second, "2 warm containers", func() bool { return rt.started.Load() == 2 })
 }
+
+// loggingHot writes its body as a stderr line of the call.
+type loggingHot struct{ fakeHot }
+
+func (h *loggingHot) Call(ctx context.Context, req *protocol.Request, logs io.Writer) (*protocol.Response, error) {
+	fmt.Fprintf(logs, "%s\n", req.Body)
+	return &protocol.Response{Status: 200, Header: http.Header{}}, nil
+}
+
+// TestFollowLogs: a follower gets the lines of calls already made, then
+// each new one as it is written, with its call's id; a follower of
+// another fn gets none of them.
+func TestFollowLogs(t *testing.T) {
+	st := asyncStore(t)
+	app, fn, _ := hotFn(t, st, "talker", 64)
+	_, other, _ := hotFn(t, st, "quiet", 64)
+	rt := &streamRuntime{make: func() Instance { return &loggingHot{fakeHot{done: make(chan struct{})}} }}
+	svc := hotService(t, st, rt, pool.Config{})
+	if _, err := callFn(t, svc, fn.ID, "before"); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	lines := make(chan LogLine, 10)
+	started := make(chan struct{})
+	go func() {
+		_ = svc.FollowLogs(ctx, app.ID, "", time.Now().Add(-time.Minute), true, func() { close(started) }, func(l LogLine) error {
+			lines <- l
+			return nil
+		})
+	}()
+	quietLines := make(chan LogLine, 10)
+	go func() {
+		_ = svc.FollowLogs(ctx, app.ID, other.ID, time.Now().Add(-time.Minute), true, nil, func(l LogLine) error {
+			quietLines <- l
+			return nil
+		})
+	}()
+	<-started
+	get := func() LogLine {
+		t.Helper()
+		select {
+		case l := <-lines:
+			return l
+		case <-time.After(5 * time.Second):
+			t.Fatal("no line")
+		}
+		return LogLine{}
+	}
+	if l := get(); l.Line != "before" || l.Fn != "talker" {
+		t.Fatalf("history: %+v", l)
+	}
+	target, _ := svc.ByFn(context.Background(), fn.ID)
+	id := svc.NewCallID()
+	if _, err := svc.Call(context.Background(), target, &protocol.Request{CallID: id, Method: "POST", URL: "http://x/", Header: http.Header{}, Body: []byte("live")}); err != nil {
+		t.Fatal(err)
+	}
+	if l := get(); l.Line != "live" || l.CallID != id {
+		t.Fatalf("live: %+v, want call %s", l, id)
+	}
+	select {
+	case l := <-quietLines:
+		t.Fatalf("a follower of another fn got %+v", l)
+	case <-time.After(100 * time.Millisecond):
+	}
+}

@@ -1,6 +1,8 @@
 package calls
 
 import (
+	"crypto/hmac"
+	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -55,7 +57,9 @@ func functionSpec(app *store.App, fn *store.Fn, trigs []*store.Trigger) *executo
 // (encoding/json sorts map keys, so equal specs encode equally) and the
 // fn's timeouts, which a running container's pool entry was set up with.
 // The image digest is added per call (see Service.call): it changes
-// without any record changing.
+// without any record changing. The hash is keyed with a secret of this
+// process: the spec holds the fn's secrets, and a plain hash of a short
+// one could be searched for.
 func specKey(f *executor.Function, fn *store.Fn) string {
 	b, err := json.Marshal(struct {
 		Spec        *executor.Function
@@ -67,6 +71,12 @@ func specKey(f *executor.Function, fn *store.Fn) string {
 		// encodes. Should it not, no two specs may share a key.
 		return "unencodable:" + fn.ID + ":" + err.Error()
 	}
-	sum := sha256.Sum256(b)
-	return fn.ID + "|" + hex.EncodeToString(sum[:12])
+	mac := hmac.New(sha256.New, specKeySalt[:])
+	mac.Write(b)
+	return fn.ID + "|" + hex.EncodeToString(mac.Sum(nil)[:12])
 }
+
+var specKeySalt = func() (b [32]byte) {
+	_, _ = rand.Read(b[:])
+	return b
+}()

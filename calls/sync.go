@@ -51,7 +51,7 @@ func (s *Service) Call(ctx context.Context, t *Target, req *protocol.Request) (*
 	req.Deadline = deadline
 
 	c := &syncCall{s: s, t: t, id: req.CallID, start: start, done: done, cancel: cancel,
-		logs: &callLog{max: s.cfg.CallLogCap}}
+		logs: s.newCallLog(t, req.CallID)}
 	c.rec = &store.Call{ID: req.CallID, FnID: t.Fn.ID, AppID: t.App.ID, Status: store.CallRunning, CreatedAt: start, StartedAt: &start}
 	s.records.start(c.rec)
 	resp, err := s.execute(ctx, t, req, c.logs)

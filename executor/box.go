@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -40,6 +41,8 @@ type box struct {
 	stopWait context.CancelFunc
 
 	destroyOnce sync.Once
+	// secretDir holds the container's secret files; removed with it.
+	secretDir string
 
 	fnID      string
 	shimGroup string // empty when shims are not grouped
@@ -94,6 +97,13 @@ func (r *Runtime) createOnce(ctx context.Context, f *Function, kind string, extr
 	id := newContainerID(f.FnName)
 	labels := map[string]string{LabelApp: f.AppName, LabelFn: f.FnName, LabelFnID: f.FnID, LabelKind: kind}
 	var shimGroup string
+	secretDir, secretMount, err := r.writeSecrets(id, ispec.Config.User, f.Secrets)
+	if err != nil {
+		return nil, err
+	}
+	if secretDir != "" {
+		extra.mounts = append(extra.mounts, secretMount)
+	}
 	opts := f.specOpts(img, ispec.Config.User, extra)
 	if r.cfg.GroupShims {
 		// The runc shim reads its group from the spec's annotations (the
@@ -112,9 +122,12 @@ func (r *Runtime) createOnce(ctx context.Context, f *Function, kind string, extr
 		containerd.WithNewSpec(opts...),
 	)
 	if err != nil {
+		if secretDir != "" {
+			_ = os.RemoveAll(secretDir)
+		}
 		return nil, wrapContainerd(fmt.Sprintf("create container for fn %q", f.FnName), err)
 	}
-	b := &box{r: r, id: id, container: container, exited: make(chan struct{}), fnID: f.FnID, shimGroup: shimGroup,
+	b := &box{r: r, id: id, container: container, exited: make(chan struct{}), fnID: f.FnID, shimGroup: shimGroup, secretDir: secretDir,
 		log: r.log.WithFields(logrus.Fields{"app": f.AppName, "fn": f.FnName, "container": id})}
 	defer func() {
 		if retErr != nil {
@@ -321,6 +334,9 @@ func (b *box) destroy(grace time.Duration) {
 		}
 		if b.io != nil {
 			_ = b.io.Close()
+		}
+		if b.secretDir != "" {
+			_ = os.RemoveAll(b.secretDir)
 		}
 		// containerd may be restarting, or a shim busy: keep trying until
 		// the cleanup deadline, then hand the rest to the runtime's

@@ -42,6 +42,9 @@ type Config struct {
 	// SocketDir holds the socket dirs of http-stream containers; default
 	// a "sock" dir beside FIFODir.
 	SocketDir string
+	// SecretDir holds the secret files of running containers; it must be
+	// a tmpfs (kilnd mounts one). Empty: fns with secrets cannot start.
+	SecretDir string
 	// ListenTimeout bounds the wait for an http-stream function to listen
 	// on its socket; 0 means DefaultListenTimeout.
 	ListenTimeout time.Duration
@@ -84,6 +87,10 @@ type Runtime struct {
 
 	oomMu sync.Mutex
 	ooms  map[string]time.Time
+
+	// secretMu guards the secrets tmpfs, mounted on first use.
+	secretMu                   sync.Mutex
+	secretReady, secretMounted bool
 
 	// pulls shares one pull among every caller that needs a ref.
 	pulls pullGroup
@@ -150,6 +157,7 @@ func (r *Runtime) Close() error {
 	r.pulls.close()
 	r.cancel()
 	r.wg.Wait()
+	r.unmountSecretFS()
 	return nil
 }
 

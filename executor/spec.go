@@ -31,6 +31,8 @@ type Function struct {
 	PidsLimit int64
 	// HostNetwork shares the node's network namespace (opt-in, admin gated).
 	HostNetwork bool
+	// Secrets are files under /run/secrets, never env.
+	Secrets []Secret
 }
 
 // env is the contract's environment for every format; config comes after

@@ -48,7 +48,10 @@ func (r *Runtime) Sweep(ctx context.Context) (int, error) {
 			r.log.WithError(err).WithField("snapshot", k).Warn("orphan sweep: could not remove snapshot")
 		}
 	}
-	for _, dir := range []string{r.cfg.FIFODir, r.cfg.SocketDir} {
+	for _, dir := range []string{r.cfg.FIFODir, r.cfg.SocketDir, r.cfg.SecretDir} {
+		if dir == "" {
+			continue
+		}
 		entries, _ := os.ReadDir(dir)
 		for _, e := range entries {
 			_ = os.RemoveAll(filepath.Join(dir, e.Name()))

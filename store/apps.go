@@ -161,6 +161,9 @@ func (s *Store) DeleteApp(ctx context.Context, id string) ([]string, error) {
 				return err
 			}
 		}
+		if err := deleteAppSecrets(tx, id); err != nil {
+			return err
+		}
 		// Every trigger points at one of the app's fns, so deleting the
 		// fns removed them all; the app's index prefix is now empty.
 		if err := tx.Bucket(bktAppNames).Delete([]byte(app.Name)); err != nil {

@@ -29,6 +29,9 @@ func (s *Store) CreateFn(ctx context.Context, in *Fn) (*Fn, error) {
 		if _, err := getApp(tx, fn.AppID); err != nil {
 			return err
 		}
+		if err := checkSecrets(tx, fn); err != nil {
+			return err
+		}
 		names := tx.Bucket(bktFnNames)
 		nk := key(fn.AppID, fn.Name)
 		if names.Get(nk) != nil {
@@ -143,6 +146,9 @@ func (s *Store) UpdateFn(ctx context.Context, id string, fn func(*Fn) error) (*F
 		}
 		f.ID, f.AppID, f.CreatedAt = old.ID, old.AppID, old.CreatedAt
 		if err := checkName("fn", f.Name); err != nil {
+			return err
+		}
+		if err := checkSecrets(tx, f); err != nil {
 			return err
 		}
 		f.UpdatedAt = s.timestamp()

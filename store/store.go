@@ -51,11 +51,12 @@ var (
 	bktCalls        = []byte("calls")         // fn id -> {call id -> Call}
 	bktCallLogs     = []byte("call_logs")     // fn id -> {call id -> log bytes}
 	bktCallStatuses = []byte("call_status")   // status \0 call id \0 fn id -> nil
+	bktSecrets      = []byte("secrets")       // app id \0 name -> Secret (value sealed)
 
 	allBuckets = [][]byte{
 		bktApps, bktAppNames, bktFns, bktFnNames, bktAppFns,
 		bktTriggers, bktTrigNames, bktTrigSources, bktAppTriggers, bktFnTriggers, bktTrigTypes,
-		bktCalls, bktCallLogs, bktCallStatuses,
+		bktCalls, bktCallLogs, bktCallStatuses, bktSecrets,
 	}
 )
 

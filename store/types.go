@@ -40,7 +40,10 @@ type Fn struct {
 	// MinWarm containers are kept warm even when idle.
 	MinWarm int `json:"min_warm,omitempty"`
 	// MaxRequests retires a container after that many calls.
-	MaxRequests int               `json:"max_requests,omitempty"`
+	MaxRequests int `json:"max_requests,omitempty"`
+	// Secrets names the app's secrets the fn's containers get, as files
+	// under /run/secrets.
+	Secrets     []string          `json:"secrets,omitempty"`
 	Config      map[string]string `json:"config,omitempty"`
 	Annotations map[string]any    `json:"annotations,omitempty"`
 	CreatedAt   time.Time         `json:"created_at"`

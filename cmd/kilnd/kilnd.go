@@ -23,6 +23,7 @@ import (
 	"github.com/kiln-run/kiln/executor"
 	"github.com/kiln-run/kiln/metrics"
 	"github.com/kiln-run/kiln/pool"
+	"github.com/kiln-run/kiln/seal"
 	"github.com/kiln-run/kiln/store"
 )
 
@@ -100,6 +101,7 @@ func (m *Main) Open(ctx context.Context) error {
 		Namespace:  m.cfg.Namespace,
 		FIFODir:    filepath.Join(m.cfg.DataDir, "fifo"),
 		SocketDir:  filepath.Join(m.cfg.DataDir, "sock"),
+		SecretDir:  filepath.Join(m.cfg.DataDir, "secrets"),
 		MaxBody:    m.cfg.MaxBody,
 		MaxStream:  m.cfg.MaxStream,
 		GroupShims: m.cfg.GroupShims,
@@ -139,7 +141,16 @@ func (m *Main) Open(ctx context.Context) error {
 		mx.ContainerStart.WithLabelValues(app, fn, "cold").Inc()
 		mx.StartSeconds.Observe(took.Seconds())
 	})
+	secretsKey, err := seal.LoadOrCreateKey(filepath.Join(m.cfg.DataDir, "secrets.key"), "secrets key")
+	if err != nil {
+		return err
+	}
+	secrets, err := seal.NewBox(secretsKey)
+	if err != nil {
+		return err
+	}
 	m.calls = calls.New(calls.Config{
+		Secrets: secrets,
 		Store:   m.store,
 		Runtime: hotRuntime{m.runtime},
 		Pool: pool.Config{
@@ -158,7 +169,7 @@ func (m *Main) Open(ctx context.Context) error {
 				Changed: func(app, fn string, c pool.Counts) {
 					mx.SetContainers(app, fn, c.Starting, c.Idle, c.Busy, c.Waiting)
 				},
-				Retired: mx.ObserveRetired,
+				Retired:    mx.ObserveRetired,
 				MemoryUsed: mx.SetMemory,
 			},
 		},

@@ -28,6 +28,7 @@
 //	                  own chunk, written raw to stdout as they happen
 //	stream-then=<x>   (http format) one event, then x: hang, crash or badchunk
 //	stream-mb=<n>     (http format) n MB of body in 64 KB chunks
+//	cat=<path>        the file's mode, owner and contents, or the error
 //	digest            the body's length and sha256, read as it arrives and
 //	                  never held whole
 //
@@ -205,6 +206,9 @@ func (f *testfn) serve(ctx context.Context, in io.Reader, out io.Writer) {
 		return
 	case "id":
 		answer(out, identity())
+		return
+	case "cat":
+		answer(out, catFile(arg))
 		return
 	case "info":
 		echo(ctx, nil, out, true)
@@ -500,4 +504,20 @@ func stream(out io.Writer, action, arg string) {
 		}
 	}
 	io.WriteString(stdout, "0\r\n\r\n")
+}
+
+func catFile(path string) string {
+	st, err := os.Stat(path)
+	if err != nil {
+		return err.Error()
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return err.Error()
+	}
+	owner := ""
+	if sys, ok := st.Sys().(*syscall.Stat_t); ok {
+		owner = fmt.Sprintf("%d:%d", sys.Uid, sys.Gid)
+	}
+	return fmt.Sprintf("%v %s %s", st.Mode().Perm(), owner, b)
 }
