@@ -1,17 +1,16 @@
 package api
 
 import (
-	"crypto/hmac"
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/base64"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
 	"strings"
 	"time"
 
+	"github.com/golang-jwt/jwt/v5"
 	"github.com/sirupsen/logrus"
 
 	"github.com/kiln-run/kiln/errdefs"
@@ -148,100 +147,78 @@ func bearerToken(h http.Header) (string, error) {
 	return tok, nil
 }
 
-// signToken makes an HS256 JWT of c.
-func signToken(key []byte, c tokenClaims) (string, error) {
-	payload, err := json.Marshal(c)
-	if err != nil {
-		return "", err
-	}
-	signed := b64.EncodeToString([]byte(tokenHeader)) + "." + b64.EncodeToString(payload)
-	return signed + "." + b64.EncodeToString(tokenMAC(key, signed)), nil
+// jwtClaims is tokenClaims as golang-jwt reads and writes them.
+type jwtClaims struct {
+	AppID string `json:"app_id"`
+	FnID  string `json:"fn_id,omitempty"`
+	jwt.RegisteredClaims
 }
 
-func tokenMAC(key []byte, signed string) []byte {
-	m := hmac.New(sha256.New, key)
-	m.Write([]byte(signed))
-	return m.Sum(nil)
+// signToken makes an HS256 JWT of c.
+func signToken(key []byte, c tokenClaims) (string, error) {
+	claims := jwtClaims{AppID: c.AppID, FnID: c.FnID, RegisteredClaims: jwt.RegisteredClaims{
+		ExpiresAt: jwt.NewNumericDate(time.Unix(c.Expires, 0)),
+	}}
+	if c.IssuedAt != 0 {
+		claims.IssuedAt = jwt.NewNumericDate(time.Unix(c.IssuedAt, 0))
+	}
+	return jwt.NewWithClaims(jwt.SigningMethodHS256, claims).SignedString(key)
 }
 
 // verifyToken checks an HS256 JWT signed with key and returns its claims.
-// The header is checked before the signature so that a token with a
-// foreign alg says so; the payload is read only once the signature holds,
-// so nothing an attacker wrote is parsed beyond the header.
+// Only HS256 is accepted, whatever the header says (the classic forged
+// "alg": "none" token); exp is required; base64 must be canonical, so a
+// token has one spelling. The errors say which check failed, in words an
+// API client can act on.
 func verifyToken(key []byte, tok string, now time.Time) (*tokenClaims, error) {
 	if len(tok) > maxTokenLen {
 		return nil, fmt.Errorf("malformed token: longer than %d bytes", maxTokenLen)
 	}
-	parts := strings.Split(tok, ".")
-	if len(parts) != 3 {
-		return nil, errors.New("malformed token: want a JWT of three dot-separated parts")
-	}
-	rawHeader, err := b64.DecodeString(parts[0])
+	p := jwt.NewParser(
+		jwt.WithValidMethods([]string{jwt.SigningMethodHS256.Alg()}),
+		jwt.WithExpirationRequired(),
+		jwt.WithStrictDecoding(),
+		jwt.WithTimeFunc(func() time.Time { return now }),
+	)
+	var c jwtClaims
+	t, err := p.ParseWithClaims(tok, &c, func(t *jwt.Token) (any, error) {
+		if _, ok := t.Header["crit"]; ok {
+			// RFC 7515: extensions marked critical must be understood;
+			// kiln knows none.
+			return nil, errCritical
+		}
+		return key, nil
+	})
 	if err != nil {
-		return nil, errors.New("malformed token: header is not base64url")
-	}
-	var header struct {
-		Alg  string   `json:"alg"`
-		Crit []string `json:"crit"`
-	}
-	if err := json.Unmarshal(rawHeader, &header); err != nil {
-		return nil, errors.New("malformed token: header is not a JSON object")
-	}
-	if header.Alg != "HS256" {
-		return nil, fmt.Errorf("token alg %q is not accepted: kiln signs and accepts HS256 only", header.Alg)
-	}
-	if header.Crit != nil {
-		// RFC 7515: extensions marked critical must be understood; kiln
-		// knows none.
-		return nil, errors.New("malformed token: unsupported critical header")
-	}
-	sig, err := b64.DecodeString(parts[2])
-	if err != nil {
-		return nil, errors.New("malformed token: signature is not base64url")
-	}
-	if !hmac.Equal(sig, tokenMAC(key, parts[0]+"."+parts[1])) {
-		return nil, errors.New("token signature is invalid (tampered with, or signed with another key)")
-	}
-	rawClaims, err := b64.DecodeString(parts[1])
-	if err != nil {
-		return nil, errors.New("malformed token: payload is not base64url")
-	}
-	// exp and nbf are NumericDates, which may carry fractions.
-	var c struct {
-		AppID     string   `json:"app_id"`
-		FnID      string   `json:"fn_id"`
-		Expires   *float64 `json:"exp"`
-		NotBefore *float64 `json:"nbf"`
-	}
-	if err := json.Unmarshal(rawClaims, &c); err != nil {
-		return nil, fmt.Errorf("malformed token: claims: %v", err)
+		return nil, tokenError(t, &c, err)
 	}
 	if c.AppID == "" {
 		return nil, errors.New("malformed token: no app_id claim")
 	}
-	if c.Expires == nil {
-		return nil, errors.New("malformed token: no exp claim")
-	}
-	unix := float64(now.Unix())
-	if unix >= *c.Expires {
-		return nil, fmt.Errorf("token expired at %s", numericDate(*c.Expires))
-	}
-	if c.NotBefore != nil && unix < *c.NotBefore {
-		return nil, fmt.Errorf("token is not valid before %s", numericDate(*c.NotBefore))
-	}
-	return &tokenClaims{AppID: c.AppID, FnID: c.FnID, Expires: int64(*c.Expires)}, nil
+	return &tokenClaims{AppID: c.AppID, FnID: c.FnID, Expires: c.ExpiresAt.Unix()}, nil
 }
 
-func numericDate(f float64) string {
-	// Clamp so an absurd claim still prints as a date.
-	const maxUnix = 253402300799 // 9999-12-31T23:59:59Z
+var errCritical = errors.New("malformed token: unsupported critical header")
+
+func tokenError(t *jwt.Token, c *jwtClaims, err error) error {
 	switch {
-	case f > maxUnix:
-		f = maxUnix
-	case f < 0:
-		f = 0
+	case errors.Is(err, jwt.ErrTokenMalformed):
+		return fmt.Errorf("malformed token: %v", err)
+	case t != nil && t.Header["alg"] != jwt.SigningMethodHS256.Alg():
+		alg, _ := t.Header["alg"].(string)
+		return fmt.Errorf("token alg %q is not accepted: kiln signs and accepts HS256 only", alg)
+	case errors.Is(err, errCritical):
+		return errCritical
+	case errors.Is(err, jwt.ErrTokenSignatureInvalid):
+		return errors.New("token signature is invalid (tampered with, or signed with another key)")
+	case errors.Is(err, jwt.ErrTokenRequiredClaimMissing):
+		return errors.New("malformed token: no exp claim")
+	case errors.Is(err, jwt.ErrTokenExpired) && c.ExpiresAt != nil:
+		return fmt.Errorf("token expired at %s", c.ExpiresAt.UTC().Format(time.RFC3339))
+	case errors.Is(err, jwt.ErrTokenNotValidYet) && c.NotBefore != nil:
+		return fmt.Errorf("token is not valid before %s", c.NotBefore.UTC().Format(time.RFC3339))
 	}
-	return time.Unix(int64(f), 0).UTC().Format(time.RFC3339)
+	return fmt.Errorf("malformed token: %v", err)
 }
 
 func (s *Server) registerTokens(mux *http.ServeMux) {
