@@ -54,9 +54,6 @@ type asyncState struct {
 	concurrency int
 	limits      store.QueueLimits
 
-	// wake carries "something was queued" to the dispatcher; its one slot
-	// coalesces bursts.
-	wake chan struct{}
 	stop chan struct{}
 	// wg counts the dispatcher and the cron engine; the calls they start
 	// are accepted calls, counted by Service.accepted.
@@ -71,7 +68,6 @@ func (a *asyncState) init(cfg Config) {
 		PerFn: orDefault(cfg.QueuePerFn, DefaultQueuePerFn),
 		Total: orDefault(cfg.QueueTotal, DefaultQueueTotal),
 	}
-	a.wake = make(chan struct{}, 1)
 	a.stop = make(chan struct{})
 }
 
@@ -128,9 +124,15 @@ func (s *Service) queueCall(ctx context.Context, c *store.Call, triggerID string
 	if err := s.store.EnqueueCall(ctx, c, lim); err != nil {
 		return err
 	}
-	select {
-	case s.async.wake <- struct{}{}:
-	default:
+	if err := s.queue.Publish(ctx, c.FnID, c.ID); err != nil {
+		// Stored but never to be delivered: say so in its record rather
+		// than leave it queued forever, and refuse it.
+		now := time.Now().UTC()
+		_, _ = s.store.UpdateCall(context.WithoutCancel(ctx), c.FnID, c.ID, func(c *store.Call) error {
+			c.Status, c.Error, c.CompletedAt, c.Request = store.CallError, "not queued: "+err.Error(), &now, nil
+			return nil
+		})
+		return errdefs.Errorf(errdefs.ErrUnavailable, "queue the call: %v", err)
 	}
 	return nil
 }
@@ -210,53 +212,82 @@ func (s *Service) recoverInterrupted(ctx context.Context) error {
 func (s *Service) dispatch() {
 	a := &s.async
 	defer a.wg.Done()
-	tick := time.NewTicker(pollEvery)
-	defer tick.Stop()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() {
+		<-a.stop
+		cancel()
+	}()
 	// Each runner sends once; running never exceeds concurrency, so the
 	// buffer keeps a runner that outlives the dispatcher from blocking.
 	done := make(chan struct{}, a.concurrency)
 	running := 0
-	var storeErr repeatLog
+	var queueErr repeatLog
 	for {
-		// Checked before claiming: select picks among ready cases at
-		// random, so a freed slot could otherwise win over stop.
+		// Checked before claiming: a freed slot could otherwise win over
+		// stop.
 		if stopping(a.stop) {
 			return
 		}
-		if free := a.concurrency - running; free > 0 {
-			calls, err := s.store.ListCallsByStatus(context.Background(), store.CallQueued, free)
-			storeErr.report(s.log, "list queued calls", err)
-			for _, c := range calls {
-				if stopping(a.stop) {
-					return
-				}
-				finished, err := s.accept()
-				if err != nil {
-					return // draining: the rest waits for the next start
-				}
-				claimed, err := s.claim(context.Background(), c)
-				if err != nil {
-					finished()
-					if !errors.Is(err, errStatusChanged) && !errors.Is(err, errdefs.ErrNotFound) {
-						s.log.WithError(err).WithField("call_id", c.ID).Warn("claim a queued call")
-					}
-					continue
-				}
-				running++
-				go func() {
-					defer finished()
-					s.runDetached(claimed)
-					done <- struct{}{}
-				}()
+		for drained := false; !drained; {
+			select {
+			case <-done:
+				running--
+			default:
+				drained = true
 			}
 		}
-		select {
-		case <-a.stop:
-			return
-		case <-done:
-			running--
-		case <-a.wake:
-		case <-tick.C:
+		free := a.concurrency - running
+		if free == 0 {
+			select {
+			case <-a.stop:
+				return
+			case <-done:
+				running--
+			}
+			continue
+		}
+		ds, err := s.queue.Fetch(ctx, free, pollEvery)
+		queueErr.report(s.log, "fetch queued calls", err)
+		if err != nil {
+			select {
+			case <-a.stop:
+				return
+			case <-time.After(pollEvery):
+			}
+			continue
+		}
+		for _, d := range ds {
+			if stopping(a.stop) {
+				// Not claimed: the queue hands it out again (JetStream
+				// after its ack wait; the store's queue at the next start).
+				d.Retry(0)
+				continue
+			}
+			finished, err := s.accept()
+			if err != nil {
+				d.Retry(0) // draining: the rest waits for another node or start
+				continue
+			}
+			claimed, err := s.claim(context.Background(), d)
+			if err != nil {
+				finished()
+				switch {
+				case errors.Is(err, errStatusChanged), errors.Is(err, errdefs.ErrNotFound):
+					// Done already, or gone with its fn: nothing to run.
+					d.Ack()
+				default:
+					s.log.WithError(err).WithField("call_id", d.CallID()).Warn("claim a queued call")
+					d.Retry(pollEvery)
+				}
+				continue
+			}
+			running++
+			go func() {
+				defer finished()
+				s.runDetached(claimed, d)
+				done <- struct{}{}
+			}()
 		}
 	}
 }
@@ -271,11 +302,23 @@ func stopping(stop <-chan struct{}) bool {
 }
 
 // claim marks a queued call running and counts the attempt, committed
-// before the call runs, so a crash from here on is seen at the next start.
-func (s *Service) claim(ctx context.Context, c *store.Call) (*store.Call, error) {
+// before the call runs, so a crash from here on is seen at the next start
+// (or by the queue's redelivery). A redelivered call may be found running:
+// the node that had it died; with attempts left, this one takes it over.
+func (s *Service) claim(ctx context.Context, d Delivery) (*store.Call, error) {
 	now := time.Now().UTC()
-	return s.store.UpdateCall(ctx, c.FnID, c.ID, func(c *store.Call) error {
-		if c.Status != store.CallQueued {
+	return s.store.UpdateCall(ctx, d.FnID(), d.CallID(), func(c *store.Call) error {
+		switch {
+		case c.Status == store.CallQueued:
+		case c.Status == store.CallRunning && d.Redelivered():
+			if c.Attempts >= maxAttempts {
+				c.Status = store.CallError
+				c.Error = fmt.Sprintf("%s (attempt %d of %d)", interruptedMsg, c.Attempts, maxAttempts)
+				c.CompletedAt = &now
+				c.Request = nil
+				return nil
+			}
+		default:
 			return errStatusChanged
 		}
 		c.Status = store.CallRunning
@@ -286,8 +329,16 @@ func (s *Service) claim(ctx context.Context, c *store.Call) (*store.Call, error)
 	})
 }
 
-// runDetached runs one claimed call and records its outcome.
-func (s *Service) runDetached(c *store.Call) {
+// runDetached runs one claimed call, records its outcome and acks it.
+func (s *Service) runDetached(c *store.Call, d Delivery) {
+	if c.Status != store.CallRunning {
+		// claim settled it (out of attempts).
+		d.Ack()
+		return
+	}
+	// The queue must know it is still running, however long it runs.
+	stopBeat := heartbeat(d, s.queue.Heartbeat())
+	defer stopBeat()
 	start := time.Now()
 	ctx := context.Background()
 	log := s.log.WithFields(logrus.Fields{"call_id": c.ID, "fn_id": c.FnID, "attempt": c.Attempts})
@@ -297,15 +348,18 @@ func (s *Service) runDetached(c *store.Call) {
 		// likely gone; recording is best effort.
 		log.WithError(err).Info("detached call of a deleted fn")
 		s.finishDetached(ctx, log, c, store.CallError, "fn deleted", nil)
+		d.Ack()
 		return
 	}
 	log = log.WithFields(logrus.Fields{"app": t.App.Name, "fn": t.Fn.Name})
 	if c.Request == nil {
 		s.finishDetached(ctx, log, c, store.CallError, "no request was stored for this call", nil)
+		d.Ack()
 		return
 	}
 	if t.policyErr != nil {
 		s.finishDetached(ctx, log, c, store.CallError, t.policyErr.Error(), nil)
+		d.Ack()
 		return
 	}
 	if !s.conc.enter(t.Fn.ID, t.Fn.MaxConcurrency) {
@@ -313,6 +367,7 @@ func (s *Service) runDetached(c *store.Call) {
 		// leave room, as it does for capacity.
 		log.Debug("fn at its max_concurrency; detached call queued again")
 		s.requeue(ctx, log, c)
+		d.Retry(pollEvery)
 		return
 	}
 	defer s.conc.leave(t.Fn.ID, t.Fn.MaxConcurrency)
@@ -333,7 +388,7 @@ func (s *Service) runDetached(c *store.Call) {
 	// The response has no one to go to: a detached call's outcome is its
 	// record and its log.
 	resp, err := s.execute(cctx, t, req, logs)
-	if err == nil && resp.Stream != nil {
+	if err == nil && resp != nil && resp.Stream != nil {
 		// Nobody reads it, but the container is busy until it ends.
 		_, err = io.Copy(io.Discard, resp.Stream)
 		resp.Stream.Close()
@@ -346,6 +401,7 @@ func (s *Service) runDetached(c *store.Call) {
 		// shutdown this leaves it queued for the next start, as intended.
 		log.WithError(err).Info("no capacity for a detached call; queued again")
 		s.requeue(ctx, log, c)
+		d.Retry(pollEvery)
 		return
 	}
 	status, msg := store.CallSuccess, ""
@@ -355,7 +411,30 @@ func (s *Service) runDetached(c *store.Call) {
 		log.WithError(err).Warn("detached call failed")
 	}
 	s.finishDetached(ctx, log, c, status, msg, logs)
+	d.Ack()
 	s.mx.ObserveCall(t.App.Name, t.Fn.Name, status, time.Since(start))
+}
+
+// heartbeat tells the queue a delivery is still running, every, until
+// the returned func is called.
+func heartbeat(d Delivery, every time.Duration) func() {
+	if every <= 0 {
+		return func() {}
+	}
+	stop := make(chan struct{})
+	go func() {
+		t := time.NewTicker(every)
+		defer t.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-t.C:
+				d.Working()
+			}
+		}
+	}()
+	return func() { close(stop) }
 }
 
 // busy reports an error that means the call never reached a container:
@@ -382,8 +461,16 @@ func (s *Service) requeue(ctx context.Context, log *logrus.Entry, c *store.Call)
 // finishDetached writes a call's final state and its log in one
 // transaction. The stored request is dropped: a finished call is never
 // run again, and bodies of up to MaxBody would otherwise pile up in the
-// records retention keeps.
+// records retention keeps. It writes only over its own attempt: a node
+// that was thought dead and comes back after the call was redelivered and
+// finished elsewhere must not overwrite that outcome. (The check and the
+// write are two transactions; a take-over between them, within
+// milliseconds of this node's own end, is not guarded against.)
 func (s *Service) finishDetached(ctx context.Context, log *logrus.Entry, c *store.Call, status, msg string, logs *callLog) {
+	if cur, err := s.store.GetCall(ctx, c.FnID, c.ID); err == nil && (cur.Status != store.CallRunning || cur.Attempts != c.Attempts) {
+		log.Warn("a detached call ended here after it was taken over elsewhere; its outcome there stands")
+		return
+	}
 	done := time.Now().UTC()
 	c.Status, c.Error, c.CompletedAt = status, msg, &done
 	c.Request = nil
@@ -392,7 +479,8 @@ func (s *Service) finishDetached(ctx context.Context, log *logrus.Entry, c *stor
 		w.Log = logs.Bytes()
 	}
 	if err := s.store.SaveCalls(ctx, []store.CallWrite{w}); err != nil {
-		// The record stays running: the next start settles it.
+		// The record stays running: the next start (or a redelivery)
+		// settles it.
 		log.WithError(err).Error("record the outcome of a detached call")
 	}
 }

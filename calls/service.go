@@ -58,6 +58,9 @@ type Config struct {
 	AllowHostNetwork bool
 	// Secrets seals and opens apps' secrets; nil: fns cannot have any.
 	Secrets *seal.Box
+	// Queue carries detached calls; nil means the store's own (one node).
+	// The Service closes it.
+	Queue Queue
 
 	// CallLogCap bounds the stderr kept per call (default 1 MiB).
 	CallLogCap int
@@ -96,6 +99,7 @@ type Service struct {
 	targets *resolver
 	records *recorder
 	async   asyncState
+	queue   Queue
 	logs    logHub
 
 	// keys remembers the spec key each fn's containers were last started
@@ -135,6 +139,10 @@ func New(cfg Config) *Service {
 		mx:    cfg.Metrics,
 	}
 	s.targets = newResolver(cfg.Store, cfg.AllowHostNetwork, cfg.Secrets)
+	s.queue = cfg.Queue
+	if s.queue == nil {
+		s.queue = newStoreQueue(cfg.Store)
+	}
 	s.records = newRecorder(cfg.Store, cfg.Logger, cfg.CallsPerFn, cfg.CallMaxAge)
 	s.async.init(cfg)
 	return s
@@ -151,7 +159,9 @@ func (s *Service) Open(ctx context.Context) error {
 		s.records.open()
 		// Before the dispatcher starts, so a call requeued here is not
 		// also being claimed.
-		err = s.recoverInterrupted(ctx)
+		if s.queue.Recovers() {
+			err = s.recoverInterrupted(ctx)
+		}
 		s.startAsync()
 		if werr := s.warmAll(ctx); werr != nil && err == nil {
 			err = werr
@@ -212,6 +222,9 @@ func (s *Service) Close(ctx context.Context) error {
 			errs = append(errs, fmt.Errorf("drain: %w", err))
 		}
 		s.stopAsyncWait()
+		if err := s.queue.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("queue: %w", err))
+		}
 		s.logs.close()
 		s.records.close()
 		s.closeErr = errors.Join(errs...)

@@ -149,7 +149,17 @@ func (m *Main) Open(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	var queue calls.Queue
+	if m.cfg.Queue != "" {
+		q, err := calls.OpenJetStream(ctx, m.cfg.Queue, 0, m.log)
+		if err != nil {
+			return err
+		}
+		queue = q
+		m.log.WithField("queue", m.cfg.Queue).Info("detached calls on NATS JetStream")
+	}
 	m.calls = calls.New(calls.Config{
+		Queue:   queue,
 		Secrets: secrets,
 		Store:   m.store,
 		Runtime: hotRuntime{m.runtime},
