@@ -2,8 +2,6 @@ package executor
 
 import (
 	"context"
-	"encoding/base64"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -14,6 +12,10 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	dockerconfig "github.com/docker/cli/cli/config"
+	"github.com/docker/cli/cli/config/configfile"
+	"github.com/docker/cli/cli/config/types"
 
 	"github.com/containerd/containerd"
 	"github.com/containerd/containerd/content"
@@ -480,17 +482,6 @@ func (g *pullGroup) close() {
 	g.wg.Wait()
 }
 
-// registryAuth is one registry's entry in a docker config file.
-type registryAuth struct {
-	Auth          string `json:"auth"`
-	Username      string `json:"username"`
-	Password      string `json:"password"`
-	IdentityToken string `json:"identitytoken"`
-}
-
-// registryAuths maps host[:port] to credentials.
-type registryAuths map[string]registryAuth
-
 // registryConfigPath is where credentials are read from: the configured
 // path, else $DOCKER_CONFIG/config.json, else ~/.docker/config.json, the
 // file `docker login` and compatible tools write.
@@ -508,56 +499,63 @@ func registryConfigPath(configured string) string {
 	return filepath.Join(home, ".docker", "config.json")
 }
 
-// loadRegistryAuths reads the "auths" of a docker config file. A missing
-// file means anonymous pulls; a file that cannot be parsed is an error,
-// since silently pulling anonymously would fail later with a far less
-// helpful "unauthorized". Credential helpers (credsStore) are not run.
-func loadRegistryAuths(configured string) (registryAuths, error) {
+// loadRegistryAuths reads a docker config file with docker's own loader,
+// so what `docker login` wrote works as it does for docker: "auths", and
+// credential helpers ("credsStore", "credHelpers"), which run as
+// docker-credential-<name> when a host is looked up. A missing file means
+// anonymous pulls; a file that cannot be parsed is an error, since
+// silently pulling anonymously would fail later with a far less helpful
+// "unauthorized".
+func loadRegistryAuths(configured string) (*registryAuths, error) {
 	path := registryConfigPath(configured)
 	if path == "" {
-		return registryAuths{}, nil
+		return &registryAuths{}, nil
 	}
-	data, err := os.ReadFile(path)
+	f, err := os.Open(path)
 	if errors.Is(err, fs.ErrNotExist) {
-		return registryAuths{}, nil
+		return &registryAuths{}, nil
 	}
 	if err != nil {
 		return nil, fmt.Errorf("registry credentials: %w", err)
 	}
-	var file struct {
-		Auths map[string]registryAuth `json:"auths"`
-	}
-	if err := json.Unmarshal(data, &file); err != nil {
+	defer f.Close()
+	cf, err := dockerconfig.LoadFromReader(f)
+	if err != nil {
 		return nil, fmt.Errorf("registry credentials: parse %s: %w", path, err)
 	}
-	out := make(registryAuths, len(file.Auths))
-	for key, a := range file.Auths {
-		if a.Auth != "" {
-			raw, err := base64.StdEncoding.DecodeString(strings.TrimSpace(a.Auth))
-			if err != nil {
-				return nil, fmt.Errorf("registry credentials: %s: entry %q: auth is not base64: %w", path, key, err)
-			}
-			user, pass, ok := strings.Cut(string(raw), ":")
-			if !ok {
-				return nil, fmt.Errorf("registry credentials: %s: entry %q: auth is not user:password", path, key)
-			}
-			a.Username, a.Password = user, pass
-		}
-		out[registryHost(key)] = a
+	cf.Filename = path
+	// Docker matches entries by host name case-sensitively ("https://Reg:5000/v1/"
+	// misses reg:5000); host names are not case-sensitive, and kiln asks by
+	// the lower-cased host.
+	auths := make(map[string]types.AuthConfig, len(cf.AuthConfigs))
+	for key, ac := range cf.AuthConfigs {
+		auths[strings.ToLower(registryHost(key))] = ac
 	}
-	return out, nil
+	cf.AuthConfigs = auths
+	helpers := make(map[string]string, len(cf.CredentialHelpers))
+	for key, h := range cf.CredentialHelpers {
+		helpers[strings.ToLower(registryHost(key))] = h
+	}
+	cf.CredentialHelpers = helpers
+	return &registryAuths{file: cf}, nil
 }
 
-// lookup answers containerd's authorizer: a username and secret for host,
-// or empty strings for anonymous access. An identity token goes out with
-// an empty username, which containerd takes as a refresh token.
-func (a registryAuths) lookup(host string) (string, string, error) {
-	e, ok := a[strings.ToLower(host)]
-	if !ok {
+// registryAuths answers containerd's authorizer from a docker config.
+type registryAuths struct{ file *configfile.ConfigFile }
+
+// lookup gives a username and secret for host, or empty strings for
+// anonymous access. An identity token goes out with an empty username,
+// which containerd takes as a refresh token.
+func (a *registryAuths) lookup(host string) (string, string, error) {
+	if a.file == nil {
 		return "", "", nil
 	}
-	if e.IdentityToken != "" {
-		return "", e.IdentityToken, nil
+	ac, err := a.file.GetAuthConfig(strings.ToLower(host))
+	if err != nil {
+		return "", "", fmt.Errorf("registry credentials for %s: %w", host, err)
 	}
-	return e.Username, e.Password, nil
+	if ac.IdentityToken != "" {
+		return "", ac.IdentityToken, nil
+	}
+	return ac.Username, ac.Password, nil
 }

@@ -201,8 +201,16 @@ func TestLoadRegistryAuths(t *testing.T) {
 	    "plain.example": {"username": "bob", "password": "pw"},
 	    "token.example": {"identitytoken": "tok"}
 	  },
-	  "credsStore": "ignored"
+	  "credHelpers": {"helper.example": "kilntest"}
 	}`, b64)
+	// A credential helper, as docker runs them: docker-credential-<name>
+	// on PATH, asked "get" with the host on stdin.
+	bin := t.TempDir()
+	helper := "#!/bin/sh\n[ \"$1\" = get ] || exit 1\nread host\nprintf '{\"ServerURL\":\"%s\",\"Username\":\"helper-user\",\"Secret\":\"helper-secret\"}' \"$host\"\n"
+	if err := os.WriteFile(filepath.Join(bin, "docker-credential-kilntest"), []byte(helper), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("PATH", bin+string(os.PathListSeparator)+os.Getenv("PATH"))
 	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -214,6 +222,7 @@ func TestLoadRegistryAuths(t *testing.T) {
 		{"reg.example:5000", "alice", "s3cr:et"},
 		{"plain.example", "bob", "pw"},
 		{"token.example", "", "tok"},
+		{"helper.example", "helper-user", "helper-secret"},
 		{"unknown.example", "", ""},
 	}
 	for _, tt := range tests {
@@ -228,7 +237,7 @@ func TestLoadRegistryAuths(t *testing.T) {
 	if got := registryConfigPath(""); got != path {
 		t.Errorf("registryConfigPath = %q, want %q", got, path)
 	}
-	if a, err := loadRegistryAuths(filepath.Join(dir, "nope.json")); err != nil || len(a) != 0 {
+	if a, err := loadRegistryAuths(filepath.Join(dir, "nope.json")); err != nil || a.file != nil {
 		t.Errorf("missing file: %v, %v", a, err)
 	}
 
