@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"runtime"
 	"strings"
 
 	digest "github.com/opencontainers/go-digest"
@@ -21,6 +20,15 @@ type Config struct {
 	User       string
 	WorkingDir string
 	Labels     map[string]string
+	// Platform the image runs on; the zero value means this machine's.
+	Platform Platform
+}
+
+func (c Config) platform() Platform {
+	if c.Platform.Arch == "" {
+		return HostPlatform()
+	}
+	return c.Platform
 }
 
 // AnnotationImageName is the index annotation containerd's importer names an
@@ -28,8 +36,8 @@ type Config struct {
 const AnnotationImageName = "io.containerd.image.name"
 
 // WriteArchive writes an OCI image layout as a tar stream to w: one image,
-// named ref, with one gzip layer per element of layers, for linux on the
-// host's architecture. It returns the manifest digest ("sha256:..."), which
+// named ref, with one gzip layer per element of layers, for cfg.Platform
+// (linux on the host's architecture unless set). It returns the manifest digest ("sha256:..."), which
 // is what containerd reports as the image's digest after import.
 func WriteArchive(w io.Writer, ref string, cfg Config, layers ...[]File) (string, error) {
 	blobs := make([]BlobLayer, 0, len(layers))
@@ -48,7 +56,8 @@ func imageConfig(cfg Config, layers []BlobLayer) ocispec.Image {
 	img := ocispec.Image{
 		Created: &created,
 		Platform: ocispec.Platform{
-			Architecture: runtime.GOARCH,
+			Architecture: cfg.platform().Arch,
+			Variant:      cfg.platform().Variant,
 			OS:           "linux",
 		},
 		Config: ocispec.ImageConfig{
@@ -104,11 +113,38 @@ func writeFile(tw *tar.Writer, name string, data []byte) error {
 	return err
 }
 
+// DigestTag in a reference is replaced by the first 12 hex digits of the
+// image's manifest digest, as in "kiln.local/app/fn:{digest}": the same
+// content always gets the same name, and new content a new one, so a
+// deploy can tell whether the image changed from its name alone.
+const DigestTag = "{digest}"
+
+const digestTagLen = 12
+
+// ResolveRef is ref with DigestTag replaced for the manifest digest dgst.
+func ResolveRef(ref, dgst string) string {
+	if !strings.Contains(ref, DigestTag) {
+		return ref
+	}
+	hex := strings.TrimPrefix(dgst, "sha256:")
+	if len(hex) > digestTagLen {
+		hex = hex[:digestTagLen]
+	}
+	return strings.ReplaceAll(ref, DigestTag, hex)
+}
+
+// displayRef is ref for progress lines, before its digest is known.
+func displayRef(ref string) string {
+	return strings.ReplaceAll(ref, DigestTag, "<digest>")
+}
+
 // refTag checks ref and returns the tag the OCI ref name annotation carries:
 // the part after the last ":" of the final path element, or "latest".
 // References by digest are refused: a digest names content, and the content
 // is not known until the archive is written.
 func refTag(ref string) (string, error) {
+	// The placeholder stands for hex digits, which any tag may hold.
+	ref = strings.ReplaceAll(ref, DigestTag, strings.Repeat("0", digestTagLen))
 	if ref == "" {
 		return "", errors.New("image reference is empty")
 	}

@@ -14,7 +14,6 @@ import (
 	"os"
 	"path"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"syscall"
 	"time"
@@ -53,8 +52,7 @@ func FileLayer(path, dgst, diffID string, size int64) BlobLayer {
 // and digest on the way, so a corrupt cache cannot produce an image that
 // containerd would refuse only at import.
 func WriteArchiveBlobs(w io.Writer, ref string, cfg Config, layers ...BlobLayer) (string, error) {
-	tag, err := refTag(ref)
-	if err != nil {
+	if _, err := refTag(ref); err != nil {
 		return "", err
 	}
 	configBlob, err := json.Marshal(imageConfig(cfg, layers))
@@ -79,7 +77,14 @@ func WriteArchiveBlobs(w io.Writer, ref string, cfg Config, layers ...BlobLayer)
 		return "", err
 	}
 	mdesc := descriptor(ocispec.MediaTypeImageManifest, manifestBlob)
-	mdesc.Platform = &ocispec.Platform{Architecture: runtime.GOARCH, OS: "linux"}
+	// The manifest does not hold the name, so the name may come from it.
+	ref = ResolveRef(ref, mdesc.Digest.String())
+	tag, err := refTag(ref)
+	if err != nil {
+		return "", err
+	}
+	plat := cfg.platform()
+	mdesc.Platform = &ocispec.Platform{Architecture: plat.Arch, Variant: plat.Variant, OS: "linux"}
 	mdesc.Annotations = map[string]string{AnnotationImageName: ref, ocispec.AnnotationRefName: tag}
 	indexBlob, err := json.Marshal(ocispec.Index{
 		Versioned: specs.Versioned{SchemaVersion: 2},

@@ -10,7 +10,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"time"
 )
@@ -24,6 +23,12 @@ const DefaultPath = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbi
 // of the returned error; progress gets a line when the build starts and one
 // when it ends.
 func BuildGo(ctx context.Context, pkgDir string, progress io.Writer) ([]byte, error) {
+	return BuildGoFor(ctx, pkgDir, HostPlatform(), progress)
+}
+
+// BuildGoFor is BuildGo cross-compiling for plat: Go needs nothing of the
+// target machine, so any linux platform the toolchain knows is built here.
+func BuildGoFor(ctx context.Context, pkgDir string, plat Platform, progress io.Writer) ([]byte, error) {
 	if progress == nil {
 		progress = io.Discard
 	}
@@ -48,14 +53,14 @@ func BuildGo(ctx context.Context, pkgDir string, progress io.Writer) ([]byte, er
 	defer os.RemoveAll(out)
 	bin := filepath.Join(out, "function")
 
-	fmt.Fprintf(progress, "building Go package %s for linux/%s\n", abs, runtime.GOARCH)
+	fmt.Fprintf(progress, "building Go package %s for %s\n", abs, plat)
 	start := time.Now()
 	// -buildvcs=false: VCS stamping fails on trees with unreadable or foreign
 	// .git dirs and would make the binary differ between otherwise equal trees.
 	cmd := exec.CommandContext(ctx, goBin, "build", "-trimpath", "-buildvcs=false",
 		"-ldflags", "-s -w", "-o", bin, ".")
 	cmd.Dir = abs
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH="+runtime.GOARCH)
+	cmd.Env = append(append(os.Environ(), "CGO_ENABLED=0"), plat.goEnv()...)
 	var stderr bytes.Buffer
 	cmd.Stdout = &stderr
 	cmd.Stderr = &stderr
@@ -121,6 +126,10 @@ func baseFiles() []File {
 // so every Go function shares that blob. env is appended to DefaultPath
 // (an entry starting "PATH=" replaces it). It returns the manifest digest.
 func GoFunctionImage(ctx context.Context, w io.Writer, pkgDir, ref string, env []string, progress io.Writer) (string, error) {
+	return goFunctionImage(ctx, w, pkgDir, ref, env, HostPlatform(), progress)
+}
+
+func goFunctionImage(ctx context.Context, w io.Writer, pkgDir, ref string, env []string, plat Platform, progress io.Writer) (string, error) {
 	if progress == nil {
 		progress = io.Discard
 	}
@@ -128,15 +137,16 @@ func GoFunctionImage(ctx context.Context, w io.Writer, pkgDir, ref string, env [
 	if _, err := refTag(ref); err != nil {
 		return "", err
 	}
-	bin, err := BuildGo(ctx, pkgDir, progress)
+	bin, err := BuildGoFor(ctx, pkgDir, plat, progress)
 	if err != nil {
 		return "", err
 	}
 	cfg := Config{
 		Entrypoint: []string{"/function"},
 		Env:        withDefaultPath(env),
+		Platform:   plat,
 	}
-	fmt.Fprintf(progress, "writing image %s\n", ref)
+	fmt.Fprintf(progress, "writing image %s\n", displayRef(ref))
 	dgst, err := WriteArchive(w, ref, cfg,
 		baseFiles(),
 		[]File{{Path: "function", Mode: 0o755, Data: bin}},
@@ -144,7 +154,7 @@ func GoFunctionImage(ctx context.Context, w io.Writer, pkgDir, ref string, env [
 	if err != nil {
 		return "", err
 	}
-	fmt.Fprintf(progress, "image %s %s\n", ref, dgst)
+	fmt.Fprintf(progress, "image %s %s\n", ResolveRef(ref, dgst), dgst)
 	return dgst, nil
 }
 

@@ -48,6 +48,8 @@ type BaseOptions struct {
 	Mirror string
 	// Progress gets a line per stage and a heartbeat while a stage runs.
 	Progress io.Writer
+	// Source is one of BaseSources(); empty means BaseAuto.
+	Source string
 }
 
 // CachedBase is a built base layer and what it was built from.
@@ -63,10 +65,18 @@ type CachedBase struct {
 	Recipe    int       `json:"recipe"`
 	BuiltAt   time.Time `json:"built_at"`
 	BuildSecs float64   `json:"build_seconds"`
+
+	// mem holds the layer of a base that could not be cached on disk.
+	mem *[]byte
 }
 
 // Layer returns the base as a layer to write into an image.
-func (b CachedBase) Layer() BlobLayer { return FileLayer(b.Path, b.Digest, b.DiffID, b.Size) }
+func (b CachedBase) Layer() BlobLayer {
+	if b.mem != nil {
+		return MemoryLayer(Layer{Blob: *b.mem, Digest: b.Digest, DiffID: b.DiffID})
+	}
+	return FileLayer(b.Path, b.Digest, b.DiffID, b.Size)
+}
 
 // DefaultCacheDir is where built bases are kept unless told otherwise;
 // see CacheDirFrom.

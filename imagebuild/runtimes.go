@@ -59,6 +59,10 @@ type BuildOptions struct {
 	Base BaseOptions
 	// Progress gets human-readable lines; nil discards them.
 	Progress io.Writer
+	// Platform to build for; the zero value is this machine's. Go
+	// cross-compiles to any linux platform; the other runtimes take
+	// binaries of this machine and refuse other platforms.
+	Platform Platform
 
 	// debianBase builds or fetches a base; tests replace debootstrap.
 	debianBase func(ctx context.Context, b DebianBase, opts BaseOptions) (CachedBase, error)
@@ -75,6 +79,15 @@ func Build(ctx context.Context, w io.Writer, opts BuildOptions) (dgst, rt string
 	}
 	if opts.debianBase == nil {
 		opts.debianBase = func(ctx context.Context, b DebianBase, o BaseOptions) (CachedBase, error) { return b.Base(ctx, o) }
+	} else if opts.Base.Source == "" {
+		// A test that fakes debootstrap means the Debian base.
+		opts.Base.Source = BaseDebian
+	}
+	if opts.Platform.Arch == "" {
+		opts.Platform = HostPlatform()
+	}
+	if opts.Base.Source != "" && !slices.Contains(BaseSources(), opts.Base.Source) {
+		return "", "", fmt.Errorf("unknown base %q: want one of %s", opts.Base.Source, strings.Join(BaseSources(), ", "))
 	}
 	if _, err := refTag(opts.Ref); err != nil {
 		return "", "", err
@@ -98,7 +111,7 @@ func Build(ctx context.Context, w io.Writer, opts BuildOptions) (dgst, rt string
 	}
 	switch rt {
 	case RuntimeGo:
-		dgst, err = GoFunctionImage(ctx, w, abs, opts.Ref, opts.Env, opts.Progress)
+		dgst, err = goFunctionImage(ctx, w, abs, opts.Ref, opts.Env, opts.Platform, opts.Progress)
 	case RuntimePython:
 		dgst, err = pythonImage(ctx, w, opts)
 	case RuntimeNode:
@@ -184,7 +197,7 @@ func functionFiles(dir string) ([]File, error) {
 // interpretedImage writes the image of a python or node function: the
 // cached Debian base, the FDK, and the function, each its own layer so a
 // rebuild after a code change only ships the last one.
-func interpretedImage(ctx context.Context, w io.Writer, opts BuildOptions, base DebianBase, fdkName string, fdk []byte, cfg Config) (string, error) {
+func interpretedImage(ctx context.Context, w io.Writer, opts BuildOptions, base DebianBase, host hostInterpreter, fdkName string, fdk []byte, cfg Config) (string, error) {
 	if fdk == nil {
 		return "", fmt.Errorf("the %s FDK is missing from this kiln build", base.Name)
 	}
@@ -192,10 +205,14 @@ func interpretedImage(ctx context.Context, w io.Writer, opts BuildOptions, base 
 	if err != nil {
 		return "", err
 	}
-	b, err := opts.debianBase(ctx, base, opts.Base)
+	b, interp, err := chooseBase(ctx, opts, base, host)
 	if err != nil {
 		return "", err
 	}
+	if interp != "" {
+		cfg.Entrypoint[0] = interp
+	}
+	cfg.Platform = opts.Platform
 	fdkLayer, err := NewLayer([]File{{Path: fdkDir + "/" + fdkName, Mode: 0o644, Data: fdk}})
 	if err != nil {
 		return "", err
@@ -206,12 +223,12 @@ func interpretedImage(ctx context.Context, w io.Writer, opts BuildOptions, base 
 	}
 	cfg.Env = withDefaultPath(append(cfg.Env, opts.Env...))
 	cfg.WorkingDir = "/" + functionDir
-	fmt.Fprintf(opts.Progress, "writing image %s\n", opts.Ref)
+	fmt.Fprintf(opts.Progress, "writing image %s\n", displayRef(opts.Ref))
 	dgst, err := WriteArchiveBlobs(w, opts.Ref, cfg, b.Layer(), MemoryLayer(fdkLayer), MemoryLayer(fnLayer))
 	if err != nil {
 		return "", err
 	}
-	fmt.Fprintf(opts.Progress, "image %s %s\n", opts.Ref, dgst)
+	fmt.Fprintf(opts.Progress, "image %s %s\n", ResolveRef(opts.Ref, dgst), dgst)
 	return dgst, nil
 }
 
@@ -230,7 +247,7 @@ func pythonImage(ctx context.Context, w io.Writer, opts BuildOptions) (string, e
 			"LANG=C.UTF-8",
 		},
 	}
-	return interpretedImage(ctx, w, opts, pythonBase, "fdk.py", pythonfdk.FDK(), cfg)
+	return interpretedImage(ctx, w, opts, pythonBase, hostPython, "fdk.py", pythonfdk.FDK(), cfg)
 }
 
 func nodeImage(ctx context.Context, w io.Writer, opts BuildOptions) (string, error) {
@@ -250,7 +267,59 @@ func nodeImage(ctx context.Context, w io.Writer, opts BuildOptions) (string, err
 			"LANG=C.UTF-8",
 		},
 	}
-	return interpretedImage(ctx, w, opts, nodeBase, "fdk.js", nodefdk.FDK(), cfg)
+	return interpretedImage(ctx, w, opts, nodeBase, hostNode, "fdk.js", nodefdk.FDK(), cfg)
+}
+
+// chooseBase picks the base of an interpreted image (see BaseAuto) and
+// returns it with the interpreter's path in it when that is not Debian's.
+func chooseBase(ctx context.Context, opts BuildOptions, debian DebianBase, host hostInterpreter) (CachedBase, string, error) {
+	src := opts.Base.Source
+	if src == "" || src == BaseAuto {
+		src = autoBase(debian, opts)
+	}
+	if src == BaseHost {
+		return hostBase(ctx, host, opts.Platform, opts.Base)
+	}
+	if err := needHost("a "+debian.Name+" image with --base debian (debootstrap runs this machine's architecture)", opts.Platform); err != nil {
+		return CachedBase{}, "", err
+	}
+	b, err := opts.debianBase(ctx, debian, opts.Base)
+	return b, "", err
+}
+
+// autoBase is the Debian base when it is cached or can be built here, and
+// the host base otherwise, saying why: a user without root still builds.
+func autoBase(b DebianBase, opts BuildOptions) string {
+	if opts.Platform != HostPlatform() {
+		return BaseDebian // refused with its reason by chooseBase
+	}
+	release := opts.Base.Release
+	if release == "" {
+		release = DefaultRelease
+	}
+	cache := opts.Base.CacheDir
+	if cache == "" {
+		cache = DefaultCacheDir()
+	}
+	key := fmt.Sprintf("%s-%s-%s", b.Name, release, opts.Platform.Arch)
+	dir := filepath.Join(cache, "bases")
+	if _, ok := readCachedBase(filepath.Join(dir, key+".tar.gz"), filepath.Join(dir, key+".json"), b.Packages); ok {
+		return BaseDebian
+	}
+	why := ""
+	if os.Geteuid() != 0 {
+		why = "building it needs root"
+	} else if _, err := findTool("debootstrap"); err != nil {
+		why = "building it needs debootstrap"
+	} else if _, err := debianMirror(opts.Base.Mirror, release); err != nil {
+		why = "no Debian mirror is configured"
+	}
+	if why == "" {
+		return BaseDebian
+	}
+	fmt.Fprintf(opts.Progress, "the Debian %s base is not cached in %s and %s: using this machine's %s instead (--base host; --base debian to insist)\n",
+		b.Name, dir, why, b.Name)
+	return BaseHost
 }
 
 // packageMain is package.json's "main", when it names a file in dir.
@@ -280,6 +349,9 @@ func shellImage(w io.Writer, opts BuildOptions) (string, error) {
 	if err != nil {
 		return "", err
 	}
+	if err := needHost("a shell image (busybox is this machine's)", opts.Platform); err != nil {
+		return "", err
+	}
 	bb, err := BusyboxFiles()
 	if err != nil {
 		return "", err
@@ -297,12 +369,12 @@ func shellImage(w io.Writer, opts BuildOptions) (string, error) {
 	}
 	base := append(baseFiles(), bb...)
 	base = append(base, File{Path: fdkDir + "/run.awk", Mode: 0o644, Data: shellfdk.Launcher()})
-	fmt.Fprintf(opts.Progress, "writing image %s\n", opts.Ref)
+	fmt.Fprintf(opts.Progress, "writing image %s\n", displayRef(opts.Ref))
 	dgst, err := WriteArchive(w, opts.Ref, cfg, base, fn)
 	if err != nil {
 		return "", err
 	}
-	fmt.Fprintf(opts.Progress, "image %s %s\n", opts.Ref, dgst)
+	fmt.Fprintf(opts.Progress, "image %s %s\n", ResolveRef(opts.Ref, dgst), dgst)
 	return dgst, nil
 }
 

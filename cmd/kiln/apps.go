@@ -20,13 +20,17 @@ func (c *cli) appsCmd() *cobra.Command {
 }
 
 func (c *cli) appsCreateCmd() *cobra.Command {
-	var config []string
+	var config, annotations []string
 	cmd := &cobra.Command{
 		Use:   "create NAME",
 		Short: "Create an app",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			cfg, err := parseKVs(config)
+			if err != nil {
+				return err
+			}
+			ann, err := parseAnnotations(annotations)
 			if err != nil {
 				return err
 			}
@@ -38,6 +42,9 @@ func (c *cli) appsCreateCmd() *cobra.Command {
 			if cfg != nil {
 				body["config"] = cfg
 			}
+			if ann != nil {
+				body["annotations"] = ann
+			}
 			var app appResource
 			raw, err := cl.jsonCall(cmd.Context(), http.MethodPost, "/v2/apps", nil, body, &app)
 			if err != nil {
@@ -47,8 +54,11 @@ func (c *cli) appsCreateCmd() *cobra.Command {
 		},
 	}
 	cmd.Flags().StringArrayVar(&config, "config", nil, "config KEY=VALUE, passed to every fn as env (repeatable)")
+	cmd.Flags().StringArrayVar(&annotations, "annotation", nil, annotationHelp)
 	return cmd
 }
+
+const annotationHelp = "annotation KEY=VALUE; a JSON object, array or quoted string VALUE is sent as JSON; KEY= removes on update (repeatable)"
 
 func (c *cli) appsListCmd() *cobra.Command {
 	return &cobra.Command{
@@ -65,8 +75,8 @@ func (c *cli) appsListCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if c.jsonOutput() {
-				return printItems(c.stdout, raw)
+			if c.structured() {
+				return c.printItems(raw)
 			}
 			rows := make([][]string, 0, len(apps))
 			for _, a := range apps {
@@ -79,10 +89,11 @@ func (c *cli) appsListCmd() *cobra.Command {
 
 func (c *cli) appsGetCmd() *cobra.Command {
 	return &cobra.Command{
-		Use:     "get APP",
-		Aliases: []string{"inspect"},
-		Short:   "Show an app",
-		Args:    cobra.ExactArgs(1),
+		Use:               "get APP",
+		Aliases:           []string{"inspect"},
+		Short:             "Show an app",
+		Args:              cobra.ExactArgs(1),
+		ValidArgsFunction: c.completeAppFn(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			cl, err := c.client()
 			if err != nil {
@@ -98,18 +109,23 @@ func (c *cli) appsGetCmd() *cobra.Command {
 }
 
 func (c *cli) appsUpdateCmd() *cobra.Command {
-	var config []string
+	var config, annotations []string
 	cmd := &cobra.Command{
-		Use:   "update APP",
-		Short: "Change an app's config (KEY= removes KEY)",
-		Args:  cobra.ExactArgs(1),
+		Use:               "update APP",
+		Short:             "Change an app's config or annotations (KEY= removes KEY)",
+		Args:              cobra.ExactArgs(1),
+		ValidArgsFunction: c.completeAppFn(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			cfg, err := parseKVs(config)
 			if err != nil {
 				return err
 			}
-			if cfg == nil {
-				return fmt.Errorf("nothing to update: give --config KEY=VALUE")
+			ann, err := parseAnnotations(annotations)
+			if err != nil {
+				return err
+			}
+			if cfg == nil && ann == nil {
+				return fmt.Errorf("nothing to update: give --config KEY=VALUE or --annotation KEY=VALUE")
 			}
 			cl, err := c.client()
 			if err != nil {
@@ -120,9 +136,15 @@ func (c *cli) appsUpdateCmd() *cobra.Command {
 				return err
 			}
 			// Only the changed keys are sent: kilnd merges config as Fn does.
+			body := map[string]any{}
+			if cfg != nil {
+				body["config"] = cfg
+			}
+			if ann != nil {
+				body["annotations"] = ann
+			}
 			var updated appResource
-			raw, err := cl.jsonCall(cmd.Context(), http.MethodPut, "/v2/apps/"+seg(app.ID), nil,
-				map[string]any{"config": cfg}, &updated)
+			raw, err := cl.jsonCall(cmd.Context(), http.MethodPut, "/v2/apps/"+seg(app.ID), nil, body, &updated)
 			if err != nil {
 				return err
 			}
@@ -130,15 +152,17 @@ func (c *cli) appsUpdateCmd() *cobra.Command {
 		},
 	}
 	cmd.Flags().StringArrayVar(&config, "config", nil, "config KEY=VALUE to set, KEY= to remove (repeatable)")
+	cmd.Flags().StringArrayVar(&annotations, "annotation", nil, annotationHelp)
 	return cmd
 }
 
 func (c *cli) appsDeleteCmd() *cobra.Command {
 	return &cobra.Command{
-		Use:     "delete APP",
-		Aliases: []string{"rm"},
-		Short:   "Delete an app",
-		Args:    cobra.ExactArgs(1),
+		Use:               "delete APP",
+		Aliases:           []string{"rm"},
+		Short:             "Delete an app",
+		Args:              cobra.ExactArgs(1),
+		ValidArgsFunction: c.completeAppFn(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			cl, err := c.client()
 			if err != nil {
@@ -158,13 +182,14 @@ func (c *cli) appsDeleteCmd() *cobra.Command {
 }
 
 func (c *cli) showApp(a appResource, raw json.RawMessage) error {
-	if c.jsonOutput() {
-		return printJSON(c.stdout, raw)
+	if c.structured() {
+		return c.printRaw(raw)
 	}
 	return printFields(c.stdout, [][2]string{
 		{"NAME", a.Name},
 		{"ID", a.ID},
 		{"CONFIG", fmtConfig(a.Config)},
+		{"ANNOTATIONS", fmtAnnotations(a.Annotations)},
 		{"CREATED", fmtTime(a.CreatedAt)},
 		{"UPDATED", fmtTime(a.UpdatedAt)},
 	})
@@ -173,11 +198,11 @@ func (c *cli) showApp(a appResource, raw json.RawMessage) error {
 // deleted reports a deletion: a line for people, the server's answer (if
 // any) for -o json.
 func (c *cli) deleted(kind, name string, raw []byte) error {
-	if c.jsonOutput() {
+	if c.structured() {
 		if len(bytes.TrimSpace(raw)) == 0 {
 			return nil
 		}
-		return printJSON(c.stdout, raw)
+		return c.printRaw(raw)
 	}
 	_, err := fmt.Fprintf(c.stdout, "%s %s deleted\n", kind, name)
 	return err

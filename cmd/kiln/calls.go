@@ -1,6 +1,7 @@
 package main
 
 import (
+	"fmt"
 	"net/http"
 
 	"github.com/spf13/cobra"
@@ -17,12 +18,17 @@ func (c *cli) callsCmd() *cobra.Command {
 }
 
 func (c *cli) callsListCmd() *cobra.Command {
-	return &cobra.Command{
-		Use:     "list APP FN",
-		Aliases: []string{"ls"},
-		Short:   "List the recent calls of a fn",
-		Args:    cobra.ExactArgs(2),
+	var limit int
+	cmd := &cobra.Command{
+		Use:               "list APP FN",
+		Aliases:           []string{"ls"},
+		Short:             "List the recent calls of a fn, newest first",
+		Args:              cobra.ExactArgs(2),
+		ValidArgsFunction: c.completeAppFn(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if limit < 0 {
+				return fmt.Errorf("--limit must not be negative")
+			}
 			cl, err := c.client()
 			if err != nil {
 				return err
@@ -31,12 +37,12 @@ func (c *cli) callsListCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			calls, raw, err := listInto[callResource](cmd.Context(), cl, "/v2/fns/"+seg(fn.ID)+"/calls", nil)
+			calls, raw, err := listLimit[callResource](cmd.Context(), cl, "/v2/fns/"+seg(fn.ID)+"/calls", nil, limit)
 			if err != nil {
 				return err
 			}
-			if c.jsonOutput() {
-				return printItems(c.stdout, raw)
+			if c.structured() {
+				return c.printItems(raw)
 			}
 			rows := make([][]string, 0, len(calls))
 			for _, k := range calls {
@@ -45,14 +51,17 @@ func (c *cli) callsListCmd() *cobra.Command {
 			return printTable(c.stdout, []string{"ID", "STATUS", "CREATED", "STARTED", "COMPLETED"}, rows)
 		},
 	}
+	cmd.Flags().IntVarP(&limit, "limit", "n", 20, "show at most this many calls (0: all kilnd keeps)")
+	return cmd
 }
 
 func (c *cli) callsGetCmd() *cobra.Command {
 	return &cobra.Command{
-		Use:     "get APP FN CALL_ID",
-		Aliases: []string{"inspect"},
-		Short:   "Show a call",
-		Args:    cobra.ExactArgs(3),
+		Use:               "get APP FN CALL_ID",
+		Aliases:           []string{"inspect"},
+		Short:             "Show a call",
+		Args:              cobra.ExactArgs(3),
+		ValidArgsFunction: c.completeAppFn(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			cl, err := c.client()
 			if err != nil {
@@ -67,8 +76,8 @@ func (c *cli) callsGetCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if c.jsonOutput() {
-				return printJSON(c.stdout, raw)
+			if c.structured() {
+				return c.printRaw(raw)
 			}
 			fields := [][2]string{
 				{"ID", k.ID},
@@ -88,10 +97,11 @@ func (c *cli) callsGetCmd() *cobra.Command {
 
 func (c *cli) callsLogCmd() *cobra.Command {
 	return &cobra.Command{
-		Use:     "log APP FN CALL_ID",
-		Aliases: []string{"logs"},
-		Short:   "Print what a call wrote to stderr",
-		Args:    cobra.ExactArgs(3),
+		Use:               "log APP FN CALL_ID",
+		Aliases:           []string{"logs"},
+		Short:             "Print what a call wrote to stderr",
+		Args:              cobra.ExactArgs(3),
+		ValidArgsFunction: c.completeAppFn(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			cl, err := c.client()
 			if err != nil {

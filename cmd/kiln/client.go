@@ -18,9 +18,13 @@ type client struct {
 	base  *url.URL
 	token string
 	http  *http.Client
+	// source says where the URL came from, for the hint when kilnd does
+	// not answer.
+	source string
 }
 
-func newClient(apiURL, token string, hc *http.Client) (*client, error) {
+func newClient(t target, hc *http.Client) (*client, error) {
+	apiURL, token := t.URL, t.Token
 	if apiURL == "" {
 		return nil, errors.New("no API URL: set KILN_API_URL or --api-url")
 	}
@@ -42,7 +46,7 @@ func newClient(apiURL, token string, hc *http.Client) (*client, error) {
 	if hc == nil {
 		hc = http.DefaultClient
 	}
-	return &client{base: u, token: token, http: hc}, nil
+	return &client{base: u, token: token, http: hc, source: t.Source}, nil
 }
 
 // apiError is a non-2xx answer. Message comes from kilnd's
@@ -58,6 +62,23 @@ func (e *apiError) Error() string {
 	}
 	return fmt.Sprintf("HTTP %d %s", e.Status, http.StatusText(e.Status))
 }
+
+// unreachableError is kilnd not answering at all: the commonest first
+// error, so it says what to check.
+type unreachableError struct {
+	url, source string
+	err         error
+}
+
+func (e *unreachableError) Error() string {
+	src := ""
+	if e.source != "" {
+		src = ", " + e.source
+	}
+	return fmt.Sprintf("cannot reach kilnd: %v\nis kilnd running? set KILN_API_URL (now %s%s), or kiln context use NAME", e.err, e.url, src)
+}
+
+func (e *unreachableError) Unwrap() error { return e.err }
 
 func isNotFound(err error) bool {
 	var ae *apiError
@@ -109,7 +130,10 @@ func (c *client) send(ctx context.Context, r request) (*http.Response, error) {
 	}
 	resp, err := c.http.Do(req)
 	if err != nil {
-		return nil, fmt.Errorf("cannot reach kilnd: %w", err)
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		return nil, &unreachableError{url: c.base.String(), source: c.source, err: err}
 	}
 	return resp, nil
 }
@@ -189,6 +213,12 @@ const maxPages = 10000
 
 // list fetches every page of a list endpoint, following next_cursor.
 func (c *client) list(ctx context.Context, path string, q url.Values) ([]json.RawMessage, error) {
+	return c.listN(ctx, path, q, 0)
+}
+
+// listN is list stopping after limit items (0: no limit), asking for pages
+// no bigger than needed.
+func (c *client) listN(ctx context.Context, path string, q url.Values, limit int) ([]json.RawMessage, error) {
 	var all []json.RawMessage
 	seen := map[string]bool{}
 	cursor := ""
@@ -200,6 +230,9 @@ func (c *client) list(ctx context.Context, path string, q url.Values) ([]json.Ra
 		if cursor != "" {
 			qq.Set("cursor", cursor)
 		}
+		if limit > 0 {
+			qq.Set("per_page", fmt.Sprint(min(limit-len(all), 100)))
+		}
 		var page struct {
 			Items      []json.RawMessage `json:"items"`
 			NextCursor string            `json:"next_cursor"`
@@ -208,6 +241,9 @@ func (c *client) list(ctx context.Context, path string, q url.Values) ([]json.Ra
 			return nil, err
 		}
 		all = append(all, page.Items...)
+		if limit > 0 && len(all) >= limit {
+			return all[:limit], nil
+		}
 		if page.NextCursor == "" {
 			return all, nil
 		}
@@ -223,7 +259,11 @@ func (c *client) list(ctx context.Context, path string, q url.Values) ([]json.Ra
 // listInto is list plus decoding of each item, keeping the raw items for
 // -o json.
 func listInto[T any](ctx context.Context, c *client, path string, q url.Values) ([]T, []json.RawMessage, error) {
-	raw, err := c.list(ctx, path, q)
+	return listLimit[T](ctx, c, path, q, 0)
+}
+
+func listLimit[T any](ctx context.Context, c *client, path string, q url.Values, limit int) ([]T, []json.RawMessage, error) {
+	raw, err := c.listN(ctx, path, q, limit)
 	if err != nil {
 		return nil, nil, err
 	}

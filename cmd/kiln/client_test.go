@@ -24,7 +24,7 @@ func TestNewClientURL(t *testing.T) {
 		{in: "http://", bad: true},
 	}
 	for _, tt := range tests {
-		c, err := newClient(tt.in, "", nil)
+		c, err := newClient(target{URL: tt.in}, nil)
 		if tt.bad {
 			if err == nil {
 				t.Errorf("newClient(%q) accepted", tt.in)
@@ -67,7 +67,7 @@ func TestClientSendsTokenAndDecodesErrors(t *testing.T) {
 		writeJSONBody(w, http.StatusConflict, map[string]any{"message": "app \"a\" already exists", "code": 409})
 	}))
 	defer srv.Close()
-	c, err := newClient(srv.URL, "tok", srv.Client())
+	c, err := newClient(target{URL: srv.URL, Token: "tok"}, srv.Client())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -96,7 +96,7 @@ func TestClientListFollowsCursor(t *testing.T) {
 		w.Write([]byte(pages[r.URL.Query().Get("cursor")]))
 	}))
 	defer srv.Close()
-	c, _ := newClient(srv.URL, "", srv.Client())
+	c, _ := newClient(target{URL: srv.URL}, srv.Client())
 	items, err := c.list(context.Background(), "/v2/fns", url.Values{"app_id": {"a1"}})
 	if err != nil {
 		t.Fatal(err)
@@ -114,7 +114,7 @@ func TestClientListStopsOnRepeatedCursor(t *testing.T) {
 		w.Write([]byte(`{"items":[{}],"next_cursor":"same"}`))
 	}))
 	defer srv.Close()
-	c, _ := newClient(srv.URL, "", srv.Client())
+	c, _ := newClient(target{URL: srv.URL}, srv.Client())
 	if _, err := c.list(context.Background(), "/v2/apps", nil); err == nil || !strings.Contains(err.Error(), "repeated cursor") {
 		t.Errorf("err = %v", err)
 	}
@@ -124,7 +124,7 @@ func TestClientUnreachable(t *testing.T) {
 	srv := httptest.NewServer(http.NotFoundHandler())
 	u := srv.URL
 	srv.Close()
-	c, _ := newClient(u, "", nil)
+	c, _ := newClient(target{URL: u}, nil)
 	_, err := c.jsonCall(context.Background(), http.MethodGet, "/v2/apps", nil, nil, nil)
 	if err == nil || !strings.Contains(err.Error(), "cannot reach kilnd") {
 		t.Errorf("err = %v", err)

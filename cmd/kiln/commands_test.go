@@ -245,7 +245,7 @@ func TestCallsGetAndLog(t *testing.T) {
 
 func TestUnknownOutputFormat(t *testing.T) {
 	api := newFakeAPI(t)
-	res := api.run(nil, "-o", "yaml", "apps", "list")
+	res := api.run(nil, "-o", "xml", "apps", "list")
 	if res.code != 1 || !strings.Contains(res.stderr, "unknown output format") {
 		t.Errorf("exit %d stderr %q", res.code, res.stderr)
 	}

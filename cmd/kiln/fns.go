@@ -6,6 +6,7 @@ import (
 	"math"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -33,7 +34,21 @@ type fnFlags struct {
 	timeout     int
 	idleTimeout int
 	config      []string
+	annotations []string
+	secrets     []string
+	scaling     [4]int // max_concurrency, max_instances, min_warm, max_requests
 }
+
+// scalingKnobs are the fn fields of fnFlags.scaling, flag and JSON names.
+var scalingKnobs = [4][2]string{
+	{"max-concurrency", "max_concurrency"},
+	{"max-instances", "max_instances"},
+	{"min-warm", "min_warm"},
+	{"max-requests", "max_requests"},
+}
+
+// formats kilnd speaks; hotFormats keep a container for call after call.
+var formats = []string{"default", "http", "json", "json-http", "cloudevent", "http-stream"}
 
 func (f *fnFlags) register(fs *pflag.FlagSet, withImage bool) {
 	if withImage {
@@ -45,6 +60,17 @@ func (f *fnFlags) register(fs *pflag.FlagSet, withImage bool) {
 	fs.IntVar(&f.timeout, "timeout", 0, "call timeout in seconds (kilnd default 30)")
 	fs.IntVar(&f.idleTimeout, "idle-timeout", 0, "seconds a hot container may stay idle (kilnd default 30)")
 	fs.StringArrayVar(&f.config, "config", nil, "config KEY=VALUE, passed to the fn as env; KEY= removes on update (repeatable)")
+	fs.StringArrayVar(&f.annotations, "annotation", nil, annotationHelp)
+	fs.StringArrayVar(&f.secrets, "secret", nil, "name of an app secret the fn gets at /run/secrets/NAME (repeatable; on update the list replaces the fn's; --secret '' clears it)")
+	help := [4]string{
+		"calls one container serves at once (0: kilnd's default)",
+		"containers the fn may run at once (0: no limit)",
+		"containers kept warm even when idle (0: none)",
+		"calls a container serves before it is replaced (0: no limit)",
+	}
+	for i, k := range scalingKnobs {
+		fs.IntVar(&f.scaling[i], k[0], 0, help[i])
+	}
 }
 
 func (f *fnFlags) body(fs *pflag.FlagSet) (map[string]any, error) {
@@ -56,6 +82,9 @@ func (f *fnFlags) body(fs *pflag.FlagSet) (map[string]any, error) {
 		b["image"] = f.image
 	}
 	if fs.Changed("format") {
+		if !slices.Contains(formats, f.format) {
+			return nil, fmt.Errorf("bad --format %q: want one of %s", f.format, strings.Join(formats, ", "))
+		}
 		b["format"] = f.format
 	}
 	if fs.Changed("memory") {
@@ -89,6 +118,30 @@ func (f *fnFlags) body(fs *pflag.FlagSet) (map[string]any, error) {
 	}
 	if cfg != nil {
 		b["config"] = cfg
+	}
+	ann, err := parseAnnotations(f.annotations)
+	if err != nil {
+		return nil, err
+	}
+	if ann != nil {
+		b["annotations"] = ann
+	}
+	if fs.Changed("secret") {
+		names := []string{}
+		for _, s := range f.secrets {
+			if s != "" {
+				names = append(names, s)
+			}
+		}
+		b["secrets"] = names
+	}
+	for i, k := range scalingKnobs {
+		if fs.Changed(k[0]) {
+			if f.scaling[i] < 0 {
+				return nil, fmt.Errorf("--%s must not be negative", k[0])
+			}
+			b[k[1]] = f.scaling[i]
+		}
 	}
 	return b, nil
 }
@@ -124,11 +177,24 @@ func (c *cli) fnsCreateCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "create APP NAME IMAGE",
 		Short: "Create a fn in an app",
-		Args:  cobra.ExactArgs(3),
+		Long: "Create a fn in an app. Without --format the fn gets json-http, a hot format:\n" +
+			"one container serves call after call (kiln's FDKs speak it). --format default\n" +
+			"starts a container per call; use it for images that read one request and exit.",
+		Args:              cobra.ExactArgs(3),
+		ValidArgsFunction: c.completeAppFn(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			body, err := f.body(cmd.Flags())
 			if err != nil {
 				return err
+			}
+			switch {
+			case !cmd.Flags().Changed("format"):
+				// kilnd's own default is "default", a container per call:
+				// a first fn should not be slow by surprise.
+				body["format"] = "json-http"
+				fmt.Fprintln(c.stderr, "kiln: no --format given: using json-http, a hot format (one container serves many calls); --format default starts a container per call")
+			case f.format == "default":
+				fmt.Fprintln(c.stderr, "kiln: format default starts a container per call; a hot format (json-http, http-stream) keeps one warm")
 			}
 			cl, err := c.client()
 			if err != nil {
@@ -155,10 +221,11 @@ func (c *cli) fnsCreateCmd() *cobra.Command {
 
 func (c *cli) fnsListCmd() *cobra.Command {
 	return &cobra.Command{
-		Use:     "list APP",
-		Aliases: []string{"ls"},
-		Short:   "List the fns of an app",
-		Args:    cobra.ExactArgs(1),
+		Use:               "list APP",
+		Aliases:           []string{"ls"},
+		Short:             "List the fns of an app",
+		Args:              cobra.ExactArgs(1),
+		ValidArgsFunction: c.completeAppFn(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			cl, err := c.client()
 			if err != nil {
@@ -172,8 +239,8 @@ func (c *cli) fnsListCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if c.jsonOutput() {
-				return printItems(c.stdout, raw)
+			if c.structured() {
+				return c.printItems(raw)
 			}
 			rows := make([][]string, 0, len(fns))
 			for _, f := range fns {
@@ -187,10 +254,11 @@ func (c *cli) fnsListCmd() *cobra.Command {
 
 func (c *cli) fnsGetCmd() *cobra.Command {
 	return &cobra.Command{
-		Use:     "get APP FN",
-		Aliases: []string{"inspect"},
-		Short:   "Show a fn",
-		Args:    cobra.ExactArgs(2),
+		Use:               "get APP FN",
+		Aliases:           []string{"inspect"},
+		Short:             "Show a fn",
+		Args:              cobra.ExactArgs(2),
+		ValidArgsFunction: c.completeAppFn(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			cl, err := c.client()
 			if err != nil {
@@ -208,9 +276,10 @@ func (c *cli) fnsGetCmd() *cobra.Command {
 func (c *cli) fnsUpdateCmd() *cobra.Command {
 	var f fnFlags
 	cmd := &cobra.Command{
-		Use:   "update APP FN",
-		Short: "Change a fn (only the given flags change)",
-		Args:  cobra.ExactArgs(2),
+		Use:               "update APP FN",
+		Short:             "Change a fn (only the given flags change)",
+		Args:              cobra.ExactArgs(2),
+		ValidArgsFunction: c.completeAppFn(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			body, err := f.body(cmd.Flags())
 			if err != nil {
@@ -241,10 +310,11 @@ func (c *cli) fnsUpdateCmd() *cobra.Command {
 
 func (c *cli) fnsDeleteCmd() *cobra.Command {
 	return &cobra.Command{
-		Use:     "delete APP FN",
-		Aliases: []string{"rm"},
-		Short:   "Delete a fn",
-		Args:    cobra.ExactArgs(2),
+		Use:               "delete APP FN",
+		Aliases:           []string{"rm"},
+		Short:             "Delete a fn",
+		Args:              cobra.ExactArgs(2),
+		ValidArgsFunction: c.completeAppFn(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			cl, err := c.client()
 			if err != nil {
@@ -264,8 +334,8 @@ func (c *cli) fnsDeleteCmd() *cobra.Command {
 }
 
 func (c *cli) showFn(app appResource, f fnResource, raw json.RawMessage) error {
-	if c.jsonOutput() {
-		return printJSON(c.stdout, raw)
+	if c.structured() {
+		return c.printRaw(raw)
 	}
 	return printFields(c.stdout, [][2]string{
 		{"NAME", f.Name},
@@ -278,9 +348,22 @@ func (c *cli) showFn(app appResource, f fnResource, raw json.RawMessage) error {
 		{"TIMEOUT", fmt.Sprintf("%ds", f.Timeout)},
 		{"IDLE TIMEOUT", fmt.Sprintf("%ds", f.IdleTimeout)},
 		{"CONFIG", fmtConfig(f.Config)},
+		{"ANNOTATIONS", fmtAnnotations(f.Annotations)},
+		{"SECRETS", orDash(strings.Join(f.Secrets, ", "))},
+		{"SCALING", fmtScaling(f)},
 		{"CREATED", fmtTime(f.CreatedAt)},
 		{"UPDATED", fmtTime(f.UpdatedAt)},
 	})
+}
+
+func fmtScaling(f fnResource) string {
+	var parts []string
+	for i, v := range []int{f.MaxConcurrency, f.MaxInstances, f.MinWarm, f.MaxRequests} {
+		if v != 0 {
+			parts = append(parts, fmt.Sprintf("%s=%d", scalingKnobs[i][1], v))
+		}
+	}
+	return orDash(strings.Join(parts, ", "))
 }
 
 func fmtCPUs(milli int64) string {

@@ -11,7 +11,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"time"
 
 	"github.com/spf13/cobra"
 )
@@ -48,6 +47,11 @@ func (c *cli) imagesImportCmd() *cobra.Command {
 // importArchive streams a tar to kilnd with progress on stderr and returns
 // the names of the images it now has.
 func (c *cli) importArchive(ctx context.Context, cl *client, path string) ([]string, []byte, error) {
+	return c.importArchiveAs(ctx, cl, path, filepath.Base(path))
+}
+
+// importArchiveAs is importArchive with the progress line's label.
+func (c *cli) importArchiveAs(ctx context.Context, cl *client, path, label string) ([]string, []byte, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, nil, err
@@ -60,15 +64,17 @@ func (c *cli) importArchive(ctx context.Context, cl *client, path string) ([]str
 	if !fi.Mode().IsRegular() {
 		return nil, nil, fmt.Errorf("%s is not a regular file", path)
 	}
-	prog := newUploadProgress(f, c.stderr, "importing "+filepath.Base(path), fi.Size())
+	bar := newProgressBar(c.stderr, "importing "+label)
+	bar.expect(fi.Size())
 	raw, err := cl.do(ctx, request{
 		Method:        http.MethodPost,
 		Path:          "/v2/images/import",
 		Header:        http.Header{"Content-Type": {"application/x-tar"}},
-		Body:          prog,
+		Body:          bar.reader(f),
 		ContentLength: fi.Size(),
 	})
-	prog.finish()
+	bar.done()
+	bar.finish()
 	if err != nil {
 		return nil, nil, err
 	}
@@ -97,8 +103,8 @@ func (c *cli) importArchive(ctx context.Context, cl *client, path string) ([]str
 }
 
 func (c *cli) showImported(names []string, raw []byte) error {
-	if c.jsonOutput() {
-		return printJSON(c.stdout, raw)
+	if c.structured() {
+		return c.printRaw(raw)
 	}
 	if len(names) == 0 {
 		fmt.Fprintln(c.stderr, "kiln: the archive held no named images")
@@ -124,8 +130,8 @@ func (c *cli) imagesListCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if c.jsonOutput() {
-				return printItems(c.stdout, raw)
+			if c.structured() {
+				return c.printItems(raw)
 			}
 			rows := make([][]string, 0, len(imgs))
 			for _, im := range imgs {
@@ -153,8 +159,8 @@ func (c *cli) imagesPullCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if c.jsonOutput() {
-				return printJSONValue(c.stdout, res)
+			if c.structured() {
+				return c.printValue(res)
 			}
 			name := res.Image
 			if name == "" {
@@ -217,7 +223,7 @@ func (c *cli) pull(ctx context.Context, cl *client, ref string) (pullResult, err
 		b, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
 		return pullResult{}, errorFromBody(resp.StatusCode, b)
 	}
-	bar := newPullBar(c.stderr, ref)
+	bar := newProgressBar(c.stderr, "pulling "+ref)
 	defer bar.finish()
 	sc := bufio.NewScanner(resp.Body)
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
@@ -236,7 +242,8 @@ func (c *cli) pull(ctx context.Context, cl *client, ref string) (pullResult, err
 			bar.finish()
 			return pullResult{}, &apiError{Status: l.Code, Message: l.Message}
 		case l.Status != "":
-			bar.update(l.pullProgressLine)
+			p := l.pullProgressLine
+			bar.set(progressState{Status: p.Status, Items: p.LayersDone, ItemsTotal: p.LayersTotal, Bytes: p.Bytes, Total: p.Total})
 		case l.Image != "" || l.Digest != "" || l.Name != "":
 			res = l.pullResult
 			if res.Image == "" {
@@ -284,8 +291,8 @@ func (c *cli) imagesRemoveCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if c.jsonOutput() {
-				return printJSON(c.stdout, raw)
+			if c.structured() {
+				return c.printRaw(raw)
 			}
 			var ans struct {
 				Message string `json:"message"`
@@ -297,78 +304,5 @@ func (c *cli) imagesRemoveCmd() *cobra.Command {
 			fmt.Fprintln(c.stdout, ans.Message)
 			return nil
 		},
-	}
-}
-
-// pullBar draws a pull's progress: layers and bytes. On a terminal it
-// redraws one line; into a file or pipe it writes a line when the status
-// changes, a layer completes or another quarter of the bytes arrived.
-type pullBar struct {
-	w     io.Writer
-	label string
-	tty   bool
-
-	last     pullProgressLine
-	lastDraw time.Time
-	drawn    bool
-	closed   bool
-}
-
-func newPullBar(w io.Writer, ref string) *pullBar {
-	return &pullBar{w: w, label: "pulling " + ref, tty: isTerminalWriter(w)}
-}
-
-func (b *pullBar) text(p pullProgressLine) string {
-	s := fmt.Sprintf("%s: %s, %d/%d layers", b.label, p.Status, p.LayersDone, p.LayersTotal)
-	if p.Total > 0 {
-		s += fmt.Sprintf(", %s / %s (%d%%)", fmtBytes(p.Bytes), fmtBytes(p.Total), p.Bytes*100/p.Total)
-	}
-	return s
-}
-
-func (b *pullBar) update(p pullProgressLine) {
-	if b.closed {
-		return
-	}
-	if b.tty {
-		if p.Status == b.last.Status && time.Since(b.lastDraw) < 100*time.Millisecond {
-			b.last = p
-			return
-		}
-		fmt.Fprintf(b.w, "\r%s\x1b[K", b.text(p))
-	} else {
-		quarter := func(q pullProgressLine) int64 {
-			if q.Total <= 0 {
-				return 0
-			}
-			return q.Bytes * 4 / q.Total
-		}
-		if b.drawn && p.Status == b.last.Status && p.LayersDone == b.last.LayersDone && quarter(p) == quarter(b.last) {
-			b.last = p
-			return
-		}
-		fmt.Fprintln(b.w, b.text(p))
-	}
-	b.last, b.lastDraw, b.drawn = p, time.Now(), true
-}
-
-// done draws the final state if the last update was not drawn.
-func (b *pullBar) done() {
-	if b.closed || !b.drawn {
-		return
-	}
-	if b.tty {
-		fmt.Fprintf(b.w, "\r%s\x1b[K", b.text(b.last))
-	}
-}
-
-// finish ends the bar's line; later calls do nothing.
-func (b *pullBar) finish() {
-	if b.closed {
-		return
-	}
-	b.closed = true
-	if b.tty && b.drawn {
-		fmt.Fprintln(b.w)
 	}
 }

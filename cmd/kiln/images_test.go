@@ -159,15 +159,18 @@ func TestImagesRemove(t *testing.T) {
 
 func TestUploadProgressLines(t *testing.T) {
 	var out bytes.Buffer
-	p := newUploadProgress(bytes.NewReader(make([]byte, 1000)), &out, "up", 1000)
+	bar := newProgressBar(&out, "up")
+	bar.expect(1000)
+	r := bar.reader(bytes.NewReader(make([]byte, 1000)))
 	buf := make([]byte, 100)
 	for {
-		if _, err := p.Read(buf); err == io.EOF {
+		if _, err := r.Read(buf); err == io.EOF {
 			break
 		}
 	}
-	p.finish()
-	p.finish()
+	bar.done()
+	bar.finish()
+	bar.finish()
 	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
 	var pcts []string
 	for _, l := range lines {
@@ -191,7 +194,7 @@ func TestBuildUndetectableRuntime(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(dir, "README"), []byte("?"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	res := runWithEnv(t, nil, nil, "build", dir, "--tag", "x:1", "--output", filepath.Join(t.TempDir(), "x.tar"))
+	res := runWithEnv(t, nil, nil, "build", dir, "--tag", "x:1", "--archive", filepath.Join(t.TempDir(), "x.tar"))
 	if res.code != 1 || !strings.Contains(res.stderr, "pass --runtime") {
 		t.Errorf("exit %d stderr %q", res.code, res.stderr)
 	}
@@ -206,7 +209,7 @@ func TestBuildShellDetected(t *testing.T) {
 		t.Fatal(err)
 	}
 	out := filepath.Join(t.TempDir(), "sh.tar")
-	res := runWithEnv(t, nil, nil, "build", dir, "--tag", "sh:1", "--output", out)
+	res := runWithEnv(t, nil, nil, "build", dir, "--tag", "sh:1", "--archive", out)
 	if res.code != 0 {
 		t.Fatalf("exit %d stderr %q", res.code, res.stderr)
 	}
@@ -231,7 +234,7 @@ func TestBuildCacheDirFromEnvironment(t *testing.T) {
 	if err := os.WriteFile(blocker, nil, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	res := runWithEnv(t, map[string]string{"KILN_DATA_DIR": blocker}, nil, "build", dir, "--tag", "py:1", "--output", filepath.Join(t.TempDir(), "x.tar"))
+	res := runWithEnv(t, map[string]string{"KILN_DATA_DIR": blocker}, nil, "build", dir, "--tag", "py:1", "--base", "debian", "--archive", filepath.Join(t.TempDir(), "x.tar"))
 	if res.code != 1 || !strings.Contains(res.stderr, filepath.Join(blocker, "build-cache")) {
 		t.Errorf("exit %d stderr %q", res.code, res.stderr)
 	}
@@ -286,7 +289,8 @@ func TestBuildToFile(t *testing.T) {
 		t.Skip("compiles a Go program")
 	}
 	out := filepath.Join(t.TempDir(), "img.tar")
-	// No server: --output must not need one.
+	// No server: --archive must not need one. The old spelling, --output
+	// FILE, still works, with a word about it.
 	res := runWithEnv(t, map[string]string{"KILN_API_URL": "http://127.0.0.1:1"}, nil, "build", writeHello(t), "--tag", "hello:dev", "--output", out)
 	if res.code != 0 {
 		t.Fatalf("exit %d stderr %q", res.code, res.stderr)
@@ -299,7 +303,7 @@ func TestBuildToFile(t *testing.T) {
 		t.Errorf("image name %q", name)
 	}
 	wantContains(t, "stdout", res.stdout, "wrote "+out, "hello:dev sha256:")
-	wantContains(t, "stderr", res.stderr, "building Go package")
+	wantContains(t, "stderr", res.stderr, "building Go package", "--output FILE is deprecated")
 }
 
 func TestBuildImportsIntoKilnd(t *testing.T) {
@@ -329,7 +333,7 @@ func TestBuildImportsIntoKilnd(t *testing.T) {
 
 func TestBuildFailsFastWithoutKilnd(t *testing.T) {
 	res := runWithEnv(t, map[string]string{"KILN_API_URL": "http://127.0.0.1:1"}, nil, "build", t.TempDir(), "--tag", "x:1")
-	if res.code != 1 || !strings.Contains(res.stderr, "use --output") || strings.Contains(res.stderr, "building") {
+	if res.code != 1 || !strings.Contains(res.stderr, "--archive FILE builds without kilnd") || strings.Contains(res.stderr, "building") {
 		t.Errorf("exit %d stderr %q", res.code, res.stderr)
 	}
 }

@@ -28,7 +28,8 @@ func (c *cli) invokeCmd() *cobra.Command {
 		Short: "Call a fn and print its response body",
 		Long: "Call a fn and print its response body on stdout. The request body is --body,\n" +
 			"or stdin when stdin is not a terminal. Exits 1 when the answer is not 2xx.",
-		Args: cobra.ExactArgs(2),
+		Args:              cobra.ExactArgs(2),
+		ValidArgsFunction: c.completeAppFn(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
 			hdr := http.Header{}
@@ -91,8 +92,8 @@ func (c *cli) invokeCmd() *cobra.Command {
 				if err != nil {
 					return err
 				}
-				if c.jsonOutput() {
-					return printJSON(c.stdout, raw)
+				if c.structured() {
+					return c.printRaw(raw)
 				}
 				var d struct {
 					CallID string `json:"call_id"`

@@ -49,8 +49,12 @@ type env struct {
 // cli holds the global options and I/O of one run; commands hang off it.
 type cli struct {
 	env
-	apiURL string
-	output string
+	apiURL      string
+	contextName string
+	output      string
+	// archive is set when the deprecated --output FILE of kiln build was
+	// given where -o now means the output format.
+	archiveCompat string
 }
 
 // errSilent is returned by commands that already told the user what went
@@ -84,46 +88,74 @@ type eofReader struct{}
 
 func (eofReader) Read([]byte) (int, error) { return 0, io.EOF }
 
+// Output formats of -o.
+const (
+	outTable = "table"
+	outJSON  = "json"
+	outYAML  = "yaml"
+)
+
 func (c *cli) rootCmd() *cobra.Command {
 	root := &cobra.Command{
 		Use:   "kiln",
 		Short: "Manage and invoke functions on a kilnd server",
-		Long: "kiln talks to kilnd's HTTP API (KILN_API_URL, default " + defaultAPIURL + ").\n" +
-			"When kilnd has an admin token, set KILN_ADMIN_TOKEN.",
+		Long: "kiln talks to kilnd's HTTP API. Which kilnd: --api-url, else KILN_API_URL, else the\n" +
+			"current context (kiln context), else " + defaultAPIURL + ". When kilnd has an admin\n" +
+			"token, set KILN_ADMIN_TOKEN or keep it in a context.\n\n" +
+			"First steps:\n" +
+			"  kiln init --runtime python hello && cd hello\n" +
+			"  kiln deploy\n" +
+			"  kiln invoke hello hello --body World",
 		SilenceErrors: true,
 		SilenceUsage:  true,
 		PersistentPreRunE: func(cmd *cobra.Command, args []string) error {
 			switch c.output {
-			case "table", "json":
+			case outTable, outJSON, outYAML:
 				return nil
 			}
-			return fmt.Errorf("unknown output format %q: want table or json", c.output)
+			// kiln build --output FILE predates -o: keep it working, once
+			// more, for scripts that still say it.
+			if cmd.Name() == "build" && c.output != "" {
+				fmt.Fprintf(c.stderr, "kiln: --output FILE is deprecated for kiln build; use --archive %s (-o is the output format now)\n", c.output)
+				c.archiveCompat, c.output = c.output, outTable
+				return nil
+			}
+			return fmt.Errorf("unknown output format %q: want table, json or yaml", c.output)
 		},
 	}
-	apiURL := c.getenv("KILN_API_URL")
-	if apiURL == "" {
-		apiURL = defaultAPIURL
-	}
-	root.PersistentFlags().StringVar(&c.apiURL, "api-url", apiURL, "kilnd API URL (env KILN_API_URL)")
-	root.PersistentFlags().StringVarP(&c.output, "output", "o", "table", "output format: table or json")
+	pf := root.PersistentFlags()
+	pf.StringVar(&c.apiURL, "api-url", "", "kilnd API URL (default: KILN_API_URL, else the current context, else "+defaultAPIURL+")")
+	pf.StringVar(&c.contextName, "context", "", "context to use instead of the current one (env KILN_CONTEXT; see kiln context)")
+	pf.StringVarP(&c.output, "output", "o", outTable, "output format: table, json or yaml")
+	_ = root.RegisterFlagCompletionFunc("output", cobra.FixedCompletions([]string{outTable, outJSON, outYAML}, cobra.ShellCompDirectiveNoFileComp))
+	_ = root.RegisterFlagCompletionFunc("context", c.completeContexts)
 	root.AddCommand(
+		c.initCmd(),
+		c.deployCmd(),
 		c.appsCmd(),
 		c.fnsCmd(),
 		c.triggersCmd(),
+		c.secretsCmd(),
 		c.tokensCmd(),
 		c.invokeCmd(),
+		c.logsCmd(),
 		c.callsCmd(),
 		c.imagesCmd(),
 		c.buildCmd(),
+		c.contextCmd(),
 		c.versionCmd(),
 	)
 	return root
 }
 
-// client builds the API client from the global options; commands call it
-// in RunE so flag parsing has happened.
+// client builds the API client from the global options, the environment
+// and the context; commands call it in RunE so flag parsing has happened.
 func (c *cli) client() (*client, error) {
-	return newClient(c.apiURL, c.getenv("KILN_ADMIN_TOKEN"), c.httpClient)
+	t, err := c.target()
+	if err != nil {
+		return nil, err
+	}
+	return newClient(t, c.httpClient)
 }
 
-func (c *cli) jsonOutput() bool { return c.output == "json" }
+func (c *cli) structured() bool { return c.output == outJSON || c.output == outYAML }

@@ -13,11 +13,12 @@ import (
 // store: it speaks the HTTP contract, and fields it does not show are
 // carried through -o json untouched.
 type appResource struct {
-	ID        string            `json:"id"`
-	Name      string            `json:"name"`
-	Config    map[string]string `json:"config,omitempty"`
-	CreatedAt time.Time         `json:"created_at"`
-	UpdatedAt time.Time         `json:"updated_at"`
+	ID          string            `json:"id"`
+	Name        string            `json:"name"`
+	Config      map[string]string `json:"config,omitempty"`
+	Annotations map[string]any    `json:"annotations,omitempty"`
+	CreatedAt   time.Time         `json:"created_at"`
+	UpdatedAt   time.Time         `json:"updated_at"`
 }
 
 type fnResource struct {
@@ -31,18 +32,27 @@ type fnResource struct {
 	Timeout     int               `json:"timeout"`
 	IdleTimeout int               `json:"idle_timeout"`
 	Config      map[string]string `json:"config,omitempty"`
-	CreatedAt   time.Time         `json:"created_at"`
-	UpdatedAt   time.Time         `json:"updated_at"`
+	Annotations map[string]any    `json:"annotations,omitempty"`
+	// Secrets names the app's secrets the fn's containers get as files.
+	Secrets []string `json:"secrets,omitempty"`
+	// Scaling knobs; 0 is kilnd's default (no limit, none kept warm).
+	MaxConcurrency int       `json:"max_concurrency,omitempty"`
+	MaxInstances   int       `json:"max_instances,omitempty"`
+	MinWarm        int       `json:"min_warm,omitempty"`
+	MaxRequests    int       `json:"max_requests,omitempty"`
+	CreatedAt      time.Time `json:"created_at"`
+	UpdatedAt      time.Time `json:"updated_at"`
 }
 
 type triggerResource struct {
-	ID        string    `json:"id"`
-	Name      string    `json:"name"`
-	AppID     string    `json:"app_id"`
-	FnID      string    `json:"fn_id"`
-	Type      string    `json:"type"`
-	Source    string    `json:"source"`
-	CreatedAt time.Time `json:"created_at"`
+	ID          string         `json:"id"`
+	Name        string         `json:"name"`
+	AppID       string         `json:"app_id"`
+	FnID        string         `json:"fn_id"`
+	Type        string         `json:"type"`
+	Source      string         `json:"source"`
+	Annotations map[string]any `json:"annotations,omitempty"`
+	CreatedAt   time.Time      `json:"created_at"`
 }
 
 type callResource struct {

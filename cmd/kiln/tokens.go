@@ -31,8 +31,9 @@ func (c *cli) tokensCreateCmd() *cobra.Command {
 		Long: "Prints a token for Authorization: Bearer TOKEN on calls to a private fn.\n" +
 			"Without FN the token is good for every fn of APP. Tokens cannot be revoked\n" +
 			"one by one: keep --ttl short. (-o json prints the expiry too.)",
-		Example: `  curl -H "Authorization: Bearer $(kiln tokens create myapp hello --ttl 10m)" ...`,
-		Args:    cobra.RangeArgs(1, 2),
+		Example:           `  curl -H "Authorization: Bearer $(kiln tokens create myapp hello --ttl 10m)" ...`,
+		Args:              cobra.RangeArgs(1, 2),
+		ValidArgsFunction: c.completeAppFn(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			body := map[string]any{}
 			if cmd.Flags().Changed("ttl") {
@@ -65,8 +66,8 @@ func (c *cli) tokensCreateCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if c.jsonOutput() {
-				return printJSON(c.stdout, raw)
+			if c.structured() {
+				return c.printRaw(raw)
 			}
 			if tok.Token == "" {
 				return fmt.Errorf("kilnd answered without a token: %s", raw)

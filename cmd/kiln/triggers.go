@@ -23,9 +23,10 @@ func (c *cli) triggersCmd() *cobra.Command {
 func (c *cli) triggersCreateCmd() *cobra.Command {
 	var source, typ string
 	cmd := &cobra.Command{
-		Use:   "create APP FN NAME --source /path",
-		Short: "Create a trigger for a fn",
-		Args:  cobra.ExactArgs(3),
+		Use:               "create APP FN NAME --source /path",
+		Short:             "Create a trigger for a fn",
+		Args:              cobra.ExactArgs(3),
+		ValidArgsFunction: c.completeAppFn(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if typ != "http" && typ != "cron" {
 				return fmt.Errorf("bad --type %q: want http or cron", typ)
@@ -53,8 +54,8 @@ func (c *cli) triggersCreateCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if c.jsonOutput() {
-				return printJSON(c.stdout, raw)
+			if c.structured() {
+				return c.printRaw(raw)
 			}
 			return printFields(c.stdout, [][2]string{
 				{"NAME", tr.Name},
@@ -74,10 +75,11 @@ func (c *cli) triggersCreateCmd() *cobra.Command {
 
 func (c *cli) triggersListCmd() *cobra.Command {
 	return &cobra.Command{
-		Use:     "list APP",
-		Aliases: []string{"ls"},
-		Short:   "List the triggers of an app",
-		Args:    cobra.ExactArgs(1),
+		Use:               "list APP",
+		Aliases:           []string{"ls"},
+		Short:             "List the triggers of an app",
+		Args:              cobra.ExactArgs(1),
+		ValidArgsFunction: c.completeAppFn(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			cl, err := c.client()
 			if err != nil {
@@ -91,8 +93,8 @@ func (c *cli) triggersListCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if c.jsonOutput() {
-				return printItems(c.stdout, raw)
+			if c.structured() {
+				return c.printItems(raw)
 			}
 			names, err := fnNames(cmd.Context(), cl, app.ID)
 			if err != nil {
@@ -113,10 +115,11 @@ func (c *cli) triggersListCmd() *cobra.Command {
 
 func (c *cli) triggersDeleteCmd() *cobra.Command {
 	return &cobra.Command{
-		Use:     "delete APP NAME",
-		Aliases: []string{"rm"},
-		Short:   "Delete a trigger",
-		Args:    cobra.ExactArgs(2),
+		Use:               "delete APP NAME",
+		Aliases:           []string{"rm"},
+		Short:             "Delete a trigger",
+		Args:              cobra.ExactArgs(2),
+		ValidArgsFunction: c.completeAppFn(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			cl, err := c.client()
 			if err != nil {

@@ -19,6 +19,7 @@ func (c *cli) versionCmd() *cobra.Command {
 			// what people run to find out what they have.
 			server := ""
 			var serverErr error
+			where := ""
 			if cl, err := c.client(); err != nil {
 				serverErr = err
 			} else {
@@ -30,21 +31,22 @@ func (c *cli) versionCmd() *cobra.Command {
 				} else {
 					server = v.Version
 				}
+				where = cl.base.String()
 			}
-			if c.jsonOutput() {
+			if c.structured() {
 				out := map[string]string{"client": Version}
 				if serverErr == nil {
 					out["server"] = server
 				} else {
 					out["server_error"] = serverErr.Error()
 				}
-				return printJSONValue(c.stdout, out)
+				return c.printValue(out)
 			}
 			fmt.Fprintf(c.stdout, "kiln   %s\n", clientVersion)
 			if serverErr != nil {
 				fmt.Fprintf(c.stdout, "kilnd  unknown (%v)\n", serverErr)
 			} else {
-				fmt.Fprintf(c.stdout, "kilnd  %s (%s)\n", orDash(server), c.apiURL)
+				fmt.Fprintf(c.stdout, "kilnd  %s (%s)\n", orDash(server), where)
 			}
 			return nil
 		},
