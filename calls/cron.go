@@ -124,7 +124,7 @@ func (s *Service) runCron() {
 			nextLoad = now.Add(pollEvery)
 		}
 		for _, e := range dueEntries(entries, now) {
-			s.fireCron(context.Background(), e.trig)
+			s.fireCron(context.Background(), e.trig, e.next)
 			// From now, not from the missed time: a fire delayed (by a
 			// slow store, a suspended host) is not followed by a burst.
 			e.next = e.sched.Next(now)
@@ -196,14 +196,16 @@ func dueEntries(entries map[string]*cronEntry, now time.Time) []*cronEntry {
 	return due
 }
 
-// fireCron queues one call of t's fn.
-func (s *Service) fireCron(ctx context.Context, t *store.Trigger) {
+// fireCron queues one call of t's fn for its fire due at. The call's id
+// is derived from the trigger and that time, so if two nodes fire the
+// same tick the second finds it stored and drops its copy.
+func (s *Service) fireCron(ctx context.Context, t *store.Trigger, at time.Time) {
 	var body []byte
 	if v, ok := t.Annotations[cronBodyAnnotation].(string); ok {
 		body = []byte(v)
 	}
 	c := &store.Call{
-		ID:    s.store.NewID(),
+		ID:    store.DerivedID(at, "cron:"+t.ID),
 		FnID:  t.FnID,
 		AppID: t.AppID,
 		Request: &store.CallRequest{
@@ -220,6 +222,8 @@ func (s *Service) fireCron(ctx context.Context, t *store.Trigger) {
 		log.Debug("cron trigger fired")
 	case errors.Is(err, errdefs.ErrNotFound):
 		log.WithError(err).Debug("cron trigger or its fn is gone; not fired")
+	case errors.Is(err, errdefs.ErrConflict):
+		log.Debug("cron tick already fired (by another node)")
 	case errors.Is(err, errdefs.ErrUnavailable):
 		log.WithError(err).Warn("cron fire dropped: the queue is full")
 	default:

@@ -196,3 +196,26 @@ func TestCronTriggerChanges(t *testing.T) {
 		t.Fatal("a cron trigger fired after the engine stopped")
 	}
 }
+
+// TestCronTickFiresOnce: two nodes firing the same trigger's same tick
+// store one call: its id comes from the trigger and the tick.
+func TestCronTickFiresOnce(t *testing.T) {
+	ctx := context.Background()
+	st := asyncStore(t)
+	_, fn := asyncFn(t, st, "f")
+	trig, err := st.CreateTrigger(ctx, &store.Trigger{AppID: fn.AppID, FnID: fn.ID, Name: "tick", Type: store.TriggerCron, Source: "@hourly"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := startService(t, st, Config{}, echoRun)
+	b := startService(t, st, Config{}, echoRun)
+	a.stopAsyncWait()
+	b.stopAsyncWait()
+	tick := time.Date(2026, 12, 2, 15, 0, 0, 0, time.UTC)
+	a.fireCron(ctx, trig, tick)
+	b.fireCron(ctx, trig, tick)
+	a.fireCron(ctx, trig, tick.Add(time.Hour))
+	if n := countCalls(t, st, fn.ID); n != 2 {
+		t.Fatalf("%d calls for two ticks fired by two nodes, want 2", n)
+	}
+}
