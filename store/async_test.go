@@ -13,9 +13,9 @@ func queuedCall(st *Store, fnID string) *Call {
 	return &Call{ID: st.NewID(), FnID: fnID, Request: &CallRequest{Method: "POST", URL: "http://x/", Body: []byte("b")}}
 }
 
-func TestEnqueueCall(t *testing.T) {
+func testEnqueueCall(t *testing.T, fx *fixture) {
 	ctx := context.Background()
-	st := newTest(t)
+	st := fx.newTest(t)
 	a := mkApp(t, st, "a")
 	f, g := mkFn(t, st, a.ID, "f"), mkFn(t, st, a.ID, "g")
 	lim := QueueLimits{PerFn: 2, Total: 3}
@@ -74,9 +74,9 @@ func TestEnqueueCall(t *testing.T) {
 	wantErr(t, st.EnqueueCall(ctx, dup, QueueLimits{}), errdefs.ErrConflict, first.ID)
 }
 
-func TestEnqueueCallTrigger(t *testing.T) {
+func testEnqueueCallTrigger(t *testing.T, fx *fixture) {
 	ctx := context.Background()
-	st := newTest(t)
+	st := fx.newTest(t)
 	a := mkApp(t, st, "a")
 	f, g := mkFn(t, st, a.ID, "f"), mkFn(t, st, a.ID, "g")
 	trig := must[*Trigger](t)(st.CreateTrigger(ctx, &Trigger{AppID: a.ID, FnID: f.ID, Name: "tick", Type: TriggerCron, Source: "@every 1s"}))
@@ -96,9 +96,9 @@ func TestEnqueueCallTrigger(t *testing.T) {
 }
 
 // TestEnqueueCallConcurrent: the bound holds however many enqueue at once.
-func TestEnqueueCallConcurrent(t *testing.T) {
+func testEnqueueCallConcurrent(t *testing.T, fx *fixture) {
 	ctx := context.Background()
-	st := newTest(t)
+	st := fx.newTest(t)
 	f := mkFn(t, st, mkApp(t, st, "a").ID, "f")
 	var (
 		wg       sync.WaitGroup

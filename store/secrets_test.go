@@ -3,19 +3,14 @@ package store
 import (
 	"context"
 	"errors"
-	"path/filepath"
 	"testing"
 
 	"github.com/kiln-run/kiln/errdefs"
 )
 
-func TestSecretsStore(t *testing.T) {
+func testSecretsStore(t *testing.T, fx *fixture) {
 	ctx := context.Background()
-	st, err := Open(filepath.Join(t.TempDir(), "kiln.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
+	st := fx.newTest(t)
 	app, _ := st.CreateApp(ctx, &App{Name: "a"})
 	gen := st.Generation()
 	if _, err := st.PutSecret(ctx, app.ID, "k", []byte("sealed-1")); err != nil {

@@ -1,30 +1,27 @@
-// Package store keeps kiln's apps, fns, triggers and call records in an
-// embedded bbolt database, so a single kilnd needs no external database.
+// Package store keeps kiln's apps, fns, triggers, secrets and call records.
+// A single kilnd keeps them in an embedded bbolt database and needs no
+// external service; several kilnd share one Postgres database.
 //
-// Every mutation runs in one bbolt write transaction together with the
-// secondary indexes it touches, so a crash never leaves a fn without its
-// name index or a deleted app with orphaned triggers. Records are stored as
-// JSON and decoded afresh for every caller: nothing returned shares memory
-// with the database or with another caller.
+// Store is the one type callers see. It does everything that must not
+// differ between the two backends (validation, ids, timestamps, copies,
+// the generation) and hands storage to a backend, so a record, an error
+// or a page of a listing looks the same whichever is in use; one test
+// suite runs against both to keep it so.
 package store
 
 import (
-	"bytes"
 	"context"
 	"encoding/base64"
 	"encoding/json"
-	"errors"
 	"fmt"
-	"os"
-	"path/filepath"
+	"io"
 	"strings"
 	"sync/atomic"
 	"time"
 
-	"github.com/kiln-run/kiln/errdefs"
+	"github.com/sirupsen/logrus"
 
-	bolt "go.etcd.io/bbolt"
-	berrors "go.etcd.io/bbolt/errors"
+	"github.com/kiln-run/kiln/errdefs"
 )
 
 // Page sizes. The maximum keeps one list request from pinning a read
@@ -34,138 +31,127 @@ const (
 	MaxPerPage     = 100
 )
 
-// Bucket names. Indexes map a composite key to an id (or to nothing when
-// the key itself carries the id), so lookups and scoped listings are seeks.
-var (
-	bktApps         = []byte("apps")          // app id -> App
-	bktAppNames     = []byte("app_names")     // name -> app id
-	bktFns          = []byte("fns")           // fn id -> Fn
-	bktFnNames      = []byte("fn_names")      // app id \0 name -> fn id
-	bktAppFns       = []byte("app_fns")       // app id \0 fn id -> nil
-	bktTriggers     = []byte("triggers")      // trigger id -> Trigger
-	bktTrigNames    = []byte("trigger_names") // app id \0 name -> trigger id
-	bktTrigSources  = []byte("trigger_src")   // app id \0 source -> trigger id (http only)
-	bktAppTriggers  = []byte("app_triggers")  // app id \0 trigger id -> nil
-	bktFnTriggers   = []byte("fn_triggers")   // fn id \0 trigger id -> nil
-	bktTrigTypes    = []byte("trigger_types") // type \0 trigger id -> nil
-	bktCalls        = []byte("calls")         // fn id -> {call id -> Call}
-	bktCallLogs     = []byte("call_logs")     // fn id -> {call id -> log bytes}
-	bktCallStatuses = []byte("call_status")   // status \0 call id \0 fn id -> nil
-	bktSecrets      = []byte("secrets")       // app id \0 name -> Secret (value sealed)
-
-	allBuckets = [][]byte{
-		bktApps, bktAppNames, bktFns, bktFnNames, bktAppFns,
-		bktTriggers, bktTrigNames, bktTrigSources, bktAppTriggers, bktFnTriggers, bktTrigTypes,
-		bktCalls, bktCallLogs, bktCallStatuses, bktSecrets,
-	}
-)
-
-// sep joins the parts of composite index keys. IDs and names never contain
-// it (names are validated, ids are generated), so keys split unambiguously
-// and a prefix "parent\0" selects exactly one parent's children.
+// sep joins the parts of composite keys (bbolt's index keys and every
+// backend's cursors). IDs and names never contain it (names are
+// validated, ids are generated), so keys split unambiguously and a prefix
+// "parent\0" selects exactly one parent's children.
 const sep = "\x00"
 
-// Store is the bbolt-backed store. It is safe for concurrent use.
+// Store is the type callers use, whichever backend keeps the records.
+// It is safe for concurrent use.
 type Store struct {
-	db *bolt.DB
+	b backend
 	// now is the clock; tests replace it to control timestamps and ids.
 	now func() time.Time
 	ids idSource
-	// generation counts committed changes to apps, fns and triggers, so
-	// a reader can cache them and know when to stop trusting the cache.
-	generation atomic.Uint64
+	gen generation
 }
 
-// Open opens (creating if needed) the database at path. A second process
-// holding the same file makes Open fail after a second instead of waiting
-// forever, so two kilnd on one data dir is a clear startup error.
+// generation counts changes to apps, fns, triggers and secrets, so a
+// reader can cache them and know when to stop trusting the cache.
+type generation struct {
+	n atomic.Uint64
+	// deaf is set while this node cannot hear other nodes' changes (the
+	// Postgres listener lost its connection). No cache can be trusted
+	// then, so every reading is a new generation.
+	deaf atomic.Bool
+}
+
+func (g *generation) bump() { g.n.Add(1) }
+
+func (g *generation) load() uint64 {
+	if g.deaf.Load() {
+		return g.n.Add(1)
+	}
+	return g.n.Load()
+}
+
+func newStore(b backend) *Store { return &Store{b: b, now: time.Now} }
+
+// Open opens (creating if needed) the bbolt database at path. A second
+// process holding the same file makes Open fail after a second instead
+// of waiting forever, so two kilnd on one data dir is a clear startup
+// error.
 func Open(path string) (*Store, error) {
-	if dir := filepath.Dir(path); dir != "" {
-		if err := os.MkdirAll(dir, 0o700); err != nil {
-			return nil, fmt.Errorf("open store: %w", err)
-		}
-	}
-	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: time.Second})
-	if errors.Is(err, berrors.ErrTimeout) {
-		return nil, fmt.Errorf("open store %s: database is locked by another process (is another kilnd using this data dir?)", path)
-	}
+	b, err := openBolt(path)
 	if err != nil {
-		return nil, fmt.Errorf("open store %s: %w", path, err)
+		return nil, err
 	}
-	err = db.Update(func(tx *bolt.Tx) error {
-		for _, name := range allBuckets {
-			if _, err := tx.CreateBucketIfNotExists(name); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
+	return newStore(b), nil
+}
+
+// OpenPostgres connects to the Postgres database at dsn (a postgres:// URL
+// or a libpq key=value string), brings its schema up to date, and starts
+// listening for other nodes' changes, which log hears about when the
+// connection for that is lost and regained. Close stops it.
+func OpenPostgres(ctx context.Context, dsn string, log *logrus.Entry) (*Store, error) {
+	if log == nil {
+		l := logrus.New()
+		l.SetOutput(io.Discard)
+		log = logrus.NewEntry(l)
+	}
+	s := newStore(nil)
+	b, err := openPostgres(ctx, dsn, log, &s.gen)
 	if err != nil {
-		db.Close()
-		return nil, fmt.Errorf("open store %s: %w", path, err)
+		return nil, err
 	}
-	return &Store{db: db, now: time.Now}, nil
+	s.b = b
+	return s, nil
 }
 
-// Close releases the database file and its lock.
-func (s *Store) Close() error { return s.db.Close() }
-
-// timestamp is the clock in UTC with the monotonic reading stripped, so a
-// record returned by Create compares equal to the same record read back.
-func (s *Store) timestamp() time.Time { return s.now().UTC() }
-
-// view and update refuse to start on a cancelled context; bbolt itself
-// cannot be interrupted mid-transaction, and transactions here are short.
-func (s *Store) view(ctx context.Context, fn func(tx *bolt.Tx) error) error {
-	if err := ctx.Err(); err != nil {
-		return err
+// OpenURL opens the store named by u: a postgres:// or postgresql:// URL
+// is a Postgres database (see OpenPostgres), anything else without a
+// scheme is the path of a bbolt database (see Open).
+func OpenURL(ctx context.Context, u string, log *logrus.Entry) (*Store, error) {
+	scheme, _, hasScheme := strings.Cut(u, "://")
+	switch {
+	case !hasScheme:
+		if u == "" {
+			return nil, fmt.Errorf("%w store: empty path", errdefs.ErrInvalid)
+		}
+		return Open(u)
+	case scheme == "postgres" || scheme == "postgresql":
+		return OpenPostgres(ctx, u, log)
 	}
-	return s.db.View(fn)
+	return nil, fmt.Errorf("%w store %q: unknown scheme %q (want a file path or postgres://)", errdefs.ErrInvalid, redactURL(u), scheme)
 }
 
-func (s *Store) update(ctx context.Context, fn func(tx *bolt.Tx) error) error {
-	if err := ctx.Err(); err != nil {
-		return err
+// redactURL drops what lies between the scheme and an @, so a password in
+// a mistyped URL does not end up in a log.
+func redactURL(u string) string {
+	scheme, rest, _ := strings.Cut(u, "://")
+	if i := strings.LastIndexByte(rest, '@'); i >= 0 {
+		rest = "…" + rest[i:]
 	}
-	return s.db.Update(fn)
+	return scheme + "://" + rest
 }
 
-// updateResources is update for apps, fns and triggers: it bumps the
-// generation after the commit, so a cache filled after reading the new
-// generation never holds a record older than it.
-func (s *Store) updateResources(ctx context.Context, fn func(tx *bolt.Tx) error) error {
-	err := s.update(ctx, fn)
+// Close stops the store's goroutines and releases the database.
+func (s *Store) Close() error { return s.b.close() }
+
+// Generation changes whenever an app, fn, trigger or secret does, on
+// this node or (with Postgres) on any other. Call records do not count:
+// they change on every call.
+func (s *Store) Generation() uint64 { return s.gen.load() }
+
+// timestamp is the clock in UTC with the monotonic reading stripped and
+// cut to the microsecond Postgres keeps, so a record returned by Create
+// compares equal to the same record read back from either backend.
+func (s *Store) timestamp() time.Time { return s.now().UTC().Truncate(time.Microsecond) }
+
+// resourceChanged is called after a committed change to an app, fn,
+// trigger or secret: bumping after the commit means a cache filled after
+// reading the new generation never holds a record older than it.
+func (s *Store) resourceChanged(err error) error {
 	if err == nil {
-		s.generation.Add(1)
+		s.gen.bump()
 	}
 	return err
 }
 
-// Generation changes whenever an app, fn or trigger does. Call records
-// do not count: they change on every call.
-func (s *Store) Generation() uint64 { return s.generation.Load() }
-
 func key(parts ...string) []byte { return []byte(strings.Join(parts, sep)) }
 
 func prefix(parts ...string) []byte { return []byte(strings.Join(parts, sep) + sep) }
-
-// lastPart returns what follows the last separator of an index key, which
-// is the child id for keys like "app id \0 fn id".
-func lastPart(k []byte) string {
-	if i := bytes.LastIndexByte(k, sep[0]); i >= 0 {
-		return string(k[i+1:])
-	}
-	return string(k)
-}
-
-// getJSON returns nil, nil when id is absent.
-func getJSON[T any](b *bolt.Bucket, id []byte) (*T, error) {
-	v := b.Get(id)
-	if v == nil {
-		return nil, nil
-	}
-	return decode[T](v)
-}
 
 func decode[T any](v []byte) (*T, error) {
 	var out T
@@ -175,25 +161,13 @@ func decode[T any](v []byte) (*T, error) {
 	return &out, nil
 }
 
-func putJSON(b *bolt.Bucket, id []byte, v any) error {
-	data, err := json.Marshal(v)
-	if err != nil {
-		return err
-	}
-	return b.Put(id, data)
-}
-
 // roundTrip returns a deep copy of v as the store would hand it back.
 func roundTrip[T any](v *T) (*T, error) {
 	data, err := json.Marshal(v)
 	if err != nil {
 		return nil, err
 	}
-	var out T
-	if err := json.Unmarshal(data, &out); err != nil {
-		return nil, err
-	}
-	return &out, nil
+	return decode[T](data)
 }
 
 func perPage(n int) int {
@@ -206,6 +180,9 @@ func perPage(n int) int {
 	return n
 }
 
+// Cursors are the key of the last item of a page, under the listing's
+// prefix: bbolt seeks to it, Postgres compares ids with what follows the
+// prefix. Both backends make the same cursors for the same listing.
 func encodeCursor(k []byte) string {
 	if k == nil {
 		return ""
@@ -220,89 +197,14 @@ func decodeCursor(c string, pfx []byte) ([]byte, error) {
 		return nil, nil
 	}
 	k, err := base64.RawURLEncoding.DecodeString(c)
-	if err != nil || !bytes.HasPrefix(k, pfx) || len(k) == len(pfx) {
+	if err != nil || !strings.HasPrefix(string(k), string(pfx)) || len(k) == len(pfx) {
 		return nil, fmt.Errorf("%w cursor %q", errdefs.ErrInvalid, c)
 	}
 	return k, nil
 }
 
-// page walks the keys of b under pfx, ascending or (reverse) descending,
-// strictly after the cursor, and decodes each with load, which returns nil
-// to skip a key that does not match the listing's filters. It collects one
-// item past the page so the next cursor is only given when another item
-// really exists: a client looping on next_cursor never gets an empty page.
-func page[T any](b *bolt.Bucket, pfx []byte, opts ListOptions, reverse bool, load func(k, v []byte) (*T, error)) ([]*T, string, error) {
-	after, err := decodeCursor(opts.Cursor, pfx)
-	if err != nil {
-		return nil, "", err
-	}
-	n := perPage(opts.PerPage)
-	c := b.Cursor()
-	var k, v []byte
-	switch {
-	case !reverse && after == nil:
-		k, v = c.Seek(pfx)
-	case !reverse:
-		k, v = c.Seek(after)
-		if bytes.Equal(k, after) {
-			k, v = c.Next()
-		}
-	default:
-		start := after
-		if start == nil {
-			start = prefixEnd(pfx)
-		}
-		if start == nil {
-			k, v = c.Last()
-		} else if k, _ = c.Seek(start); k == nil {
-			k, v = c.Last()
-		} else {
-			// Seek lands on the first key >= start; the one before it is
-			// the newest key strictly below.
-			k, v = c.Prev()
-		}
-	}
-	items := make([]*T, 0, n)
-	var keys [][]byte
-	for ; k != nil && bytes.HasPrefix(k, pfx); k, v = step(c, reverse) {
-		item, err := load(k, v)
-		if err != nil {
-			return nil, "", err
-		}
-		if item == nil {
-			continue
-		}
-		if len(items) == n {
-			return items, encodeCursor(keys[n-1]), nil
-		}
-		items = append(items, item)
-		keys = append(keys, bytes.Clone(k))
-	}
-	return items, "", nil
-}
-
-func step(c *bolt.Cursor, reverse bool) ([]byte, []byte) {
-	if reverse {
-		return c.Prev()
-	}
-	return c.Next()
-}
-
-// prefixEnd is the smallest key greater than every key with prefix p, or
-// nil when no such key exists (p is all 0xff).
-func prefixEnd(p []byte) []byte {
-	end := bytes.Clone(p)
-	for i := len(end) - 1; i >= 0; i-- {
-		if end[i] < 0xff {
-			end[i]++
-			return end[:i+1]
-		}
-	}
-	return nil
-}
-
-// checkName keeps the separator out of index keys; the api enforces the
-// full naming rules.
+// checkName keeps the separator out of keys (and Postgres refuses NUL in
+// text anyway); the api enforces the full naming rules.
 func checkName(kind, name string) error {
 	if name == "" {
 		return fmt.Errorf("%w %s name: must not be empty", errdefs.ErrInvalid, kind)

@@ -5,164 +5,21 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"path/filepath"
+	"reflect"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/kiln-run/kiln/errdefs"
 )
 
-// stepClock advances a millisecond per reading, so ids made by one test
-// are strictly ordered and timestamps are predictable.
-type stepClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *stepClock) now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(time.Millisecond)
-	return c.t
-}
-
-var t0 = time.Date(2024, 5, 1, 12, 0, 0, 0, time.UTC)
-
-func openTest(t *testing.T) (*Store, string) {
-	t.Helper()
-	path := filepath.Join(t.TempDir(), "kiln.db")
-	st, err := Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	st.now = (&stepClock{t: t0}).now
-	t.Cleanup(func() { st.Close() })
-	return st, path
-}
-
-func newTest(t *testing.T) *Store {
-	st, _ := openTest(t)
-	return st
-}
-
-func must[T any](t *testing.T) func(v T, err error) T {
-	return func(v T, err error) T {
-		t.Helper()
-		if err != nil {
-			t.Fatal(err)
-		}
-		return v
-	}
-}
-
-func mkApp(t *testing.T, st *Store, name string) *App {
-	t.Helper()
-	return must[*App](t)(st.CreateApp(context.Background(), &App{Name: name}))
-}
-
-func mkFn(t *testing.T, st *Store, appID, name string) *Fn {
-	t.Helper()
-	return must[*Fn](t)(st.CreateFn(context.Background(), &Fn{AppID: appID, Name: name, Image: "img", Format: "http", Memory: 128}))
-}
-
-func mkTrigger(t *testing.T, st *Store, fn *Fn, name, source string) *Trigger {
-	t.Helper()
-	return must[*Trigger](t)(st.CreateTrigger(context.Background(), &Trigger{AppID: fn.AppID, FnID: fn.ID, Name: name, Source: source}))
-}
-
-func wantErr(t *testing.T, err, target error, contains string) {
-	t.Helper()
-	if !errors.Is(err, target) {
-		t.Fatalf("err = %v, want %v", err, target)
-	}
-	if contains != "" && !strings.Contains(err.Error(), contains) {
-		t.Fatalf("err = %q, want it to mention %q", err, contains)
-	}
-}
-
-func TestNewID(t *testing.T) {
-	seen := map[string]bool{}
-	prev := ""
-	for i := 0; i < 1000; i++ {
-		id := newIDAt(t0.Add(time.Duration(i) * time.Millisecond))
-		if len(id) != 26 {
-			t.Fatalf("len(%q) = %d", id, len(id))
-		}
-		for _, r := range id {
-			if !strings.ContainsRune(crockford, r) {
-				t.Fatalf("id %q has %q outside the alphabet", id, r)
-			}
-		}
-		if seen[id] {
-			t.Fatalf("duplicate id %q", id)
-		}
-		seen[id] = true
-		if id <= prev {
-			t.Fatalf("id %q made later sorts before %q", id, prev)
-		}
-		prev = id
-	}
-	if a, b := NewID(), NewID(); a == b {
-		t.Fatalf("two NewID calls gave %q", a)
-	}
-	// The time part is the first ten digits: equal times share them.
-	if a, b := newIDAt(t0), newIDAt(t0); a[:10] != b[:10] || a == b {
-		t.Fatalf("same-ms ids %q %q", a, b)
-	}
-	// A Store's ids increase strictly even when the clock stands still
-	// or steps back.
-	st := &Store{now: func() time.Time { return t0 }}
-	prev = ""
-	for i := 0; i < 100; i++ {
-		if i == 50 {
-			st.now = func() time.Time { return t0.Add(-time.Hour) }
-		}
-		id := st.NewID()
-		if id <= prev {
-			t.Fatalf("Store.NewID %q after %q", id, prev)
-		}
-		prev = id
-	}
-	var g idSource
-	for i := 6; i < 16; i++ {
-		g.last[i] = 0xff
-	}
-	g.last[5] = 1
-	if got, want := g.next(time.UnixMilli(0)), encodeID([16]byte{5: 2}); got != want {
-		t.Fatalf("increment with carry = %s, want %s", got, want)
-	}
-	var max [16]byte
-	for i := range max {
-		max[i] = 0xff
-	}
-	if got := encodeID(max); got != "7ZZZZZZZZZZZZZZZZZZZZZZZZZ" {
-		t.Fatalf("encodeID(max) = %q", got)
-	}
-}
-
-func TestOpenLockedFailsFast(t *testing.T) {
-	_, path := openTest(t)
-	start := time.Now()
-	st2, err := Open(path)
-	if err == nil {
-		st2.Close()
-		t.Fatal("second Open of a held database succeeded")
-	}
-	if !strings.Contains(err.Error(), "locked") {
-		t.Fatalf("err = %v, want it to say the database is locked", err)
-	}
-	if d := time.Since(start); d > 5*time.Second {
-		t.Fatalf("Open took %v", d)
-	}
-}
-
-func TestPersistence(t *testing.T) {
+func testPersistence(t *testing.T, fx *fixture) {
 	ctx := context.Background()
-	st, path := openTest(t)
-	app := mkApp(t, st, "a")
-	fn := mkFn(t, st, app.ID, "f")
+	st, reopen := fx.open(t)
+	app := must[*App](t)(st.CreateApp(ctx, &App{Name: "a", Config: map[string]string{"K": "v"}, Annotations: map[string]any{"n": 1.5, "s": "x"}}))
+	fn := must[*Fn](t)(st.CreateFn(ctx, &Fn{AppID: app.ID, Name: "f", Image: "img", Format: "http", Memory: 256, CPUs: 500, Timeout: 9,
+		MaxConcurrency: 3, Config: map[string]string{"A": "b"}}))
+	sec := must[*Secret](t)(st.PutSecret(ctx, app.ID, "k", []byte{0, 1, 0xff}))
 	tr := mkTrigger(t, st, fn, "t", "/hello")
 	call := &Call{ID: NewID(), FnID: fn.ID, Request: &CallRequest{Method: "POST", Body: []byte("hi")}}
 	if err := st.CreateCall(ctx, call); err != nil {
@@ -174,19 +31,19 @@ func TestPersistence(t *testing.T) {
 	if err := st.Close(); err != nil {
 		t.Fatal(err)
 	}
-	st, err := Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
-	if got := must[*App](t)(st.GetAppByName(ctx, "a")); got.ID != app.ID || !got.CreatedAt.Equal(app.CreatedAt) {
+	st = reopen(t)
+	// Records read back equal those Create returned, field for field.
+	if got := must[*App](t)(st.GetAppByName(ctx, "a")); !reflect.DeepEqual(got, app) {
 		t.Fatalf("app after reopen = %+v, want %+v", got, app)
 	}
-	if got := must[*Fn](t)(st.GetFnByName(ctx, app.ID, "f")); got.ID != fn.ID {
-		t.Fatalf("fn after reopen = %+v", got)
+	if got := must[*Fn](t)(st.GetFnByName(ctx, app.ID, "f")); !reflect.DeepEqual(got, fn) {
+		t.Fatalf("fn after reopen = %+v, want %+v", got, fn)
 	}
-	if got := must[*Trigger](t)(st.GetTriggerBySource(ctx, app.ID, "/hello")); got.ID != tr.ID {
-		t.Fatalf("trigger after reopen = %+v", got)
+	if got := must[*Trigger](t)(st.GetTriggerBySource(ctx, app.ID, "/hello")); !reflect.DeepEqual(got, tr) {
+		t.Fatalf("trigger after reopen = %+v, want %+v", got, tr)
+	}
+	if got := must[*Secret](t)(st.GetSecret(ctx, app.ID, "k")); !reflect.DeepEqual(got, sec) {
+		t.Fatalf("secret after reopen = %+v, want %+v", got, sec)
 	}
 	c := must[*Call](t)(st.GetCall(ctx, fn.ID, call.ID))
 	if c.Status != CallQueued || c.Request == nil || string(c.Request.Body) != "hi" {
@@ -197,9 +54,9 @@ func TestPersistence(t *testing.T) {
 	}
 }
 
-func TestApps(t *testing.T) {
+func testApps(t *testing.T, fx *fixture) {
 	ctx := context.Background()
-	st := newTest(t)
+	st := fx.newTest(t)
 	a := must[*App](t)(st.CreateApp(ctx, &App{Name: "a", Config: map[string]string{"K": "v"}}))
 	if a.ID == "" || a.CreatedAt.IsZero() || !a.UpdatedAt.Equal(a.CreatedAt) {
 		t.Fatalf("created app = %+v", a)
@@ -268,9 +125,9 @@ func TestApps(t *testing.T) {
 	mkApp(t, st, "a")
 }
 
-func TestFns(t *testing.T) {
+func testFns(t *testing.T, fx *fixture) {
 	ctx := context.Background()
-	st := newTest(t)
+	st := fx.newTest(t)
 	a1, a2 := mkApp(t, st, "a1"), mkApp(t, st, "a2")
 	f := mkFn(t, st, a1.ID, "f")
 	mkFn(t, st, a2.ID, "f") // the same name in another app is fine
@@ -320,9 +177,9 @@ func TestFns(t *testing.T) {
 	mkFn(t, st, a1.ID, "f")
 }
 
-func TestTriggers(t *testing.T) {
+func testTriggers(t *testing.T, fx *fixture) {
 	ctx := context.Background()
-	st := newTest(t)
+	st := fx.newTest(t)
 	a1, a2 := mkApp(t, st, "a1"), mkApp(t, st, "a2")
 	f1, f2 := mkFn(t, st, a1.ID, "f1"), mkFn(t, st, a2.ID, "f2")
 	tr := mkTrigger(t, st, f1, "t", "/x")
@@ -412,9 +269,9 @@ func TestTriggers(t *testing.T) {
 	mkTrigger(t, st, f1, "t", "/x") // name and source are free again
 }
 
-func TestCascadeDelete(t *testing.T) {
+func testCascadeDelete(t *testing.T, fx *fixture) {
 	ctx := context.Background()
-	st := newTest(t)
+	st := fx.newTest(t)
 	keep := mkApp(t, st, "keep")
 	kf := mkFn(t, st, keep.ID, "kf")
 	kt := mkTrigger(t, st, kf, "kt", "/k")
@@ -483,9 +340,9 @@ func TestCascadeDelete(t *testing.T) {
 	mkTrigger(t, st, mkFn(t, st, app.ID, "f1"), "t1", "/1")
 }
 
-func TestPagination(t *testing.T) {
+func testPagination(t *testing.T, fx *fixture) {
 	ctx := context.Background()
-	st := newTest(t)
+	st := fx.newTest(t)
 	var apps []*App
 	for i := 0; i < 7; i++ {
 		apps = append(apps, mkApp(t, st, fmt.Sprintf("app%d", i)))
@@ -600,9 +457,9 @@ func TestPagination(t *testing.T) {
 	})
 }
 
-func TestPerPageLimits(t *testing.T) {
+func testPerPageLimits(t *testing.T, fx *fixture) {
 	ctx := context.Background()
-	st := newTest(t)
+	st := fx.newTest(t)
 	app := mkApp(t, st, "a")
 	for i := 0; i < MaxPerPage+5; i++ {
 		mkFn(t, st, app.ID, fmt.Sprintf("f%03d", i))
@@ -618,9 +475,9 @@ func TestPerPageLimits(t *testing.T) {
 	}
 }
 
-func TestCalls(t *testing.T) {
+func testCalls(t *testing.T, fx *fixture) {
 	ctx := context.Background()
-	st := newTest(t)
+	st := fx.newTest(t)
 	app := mkApp(t, st, "a")
 	f, g := mkFn(t, st, app.ID, "f"), mkFn(t, st, app.ID, "g")
 
@@ -729,7 +586,7 @@ func TestCalls(t *testing.T) {
 	}
 }
 
-func TestCallLog(t *testing.T) {
+func testCallLog(t *testing.T, fx *fixture) {
 	ctx := context.Background()
 	tests := []struct {
 		name    string
@@ -746,7 +603,7 @@ func TestCallLog(t *testing.T) {
 		{"first write too big", 2, []string{"hello\n"}, "he\n[log truncated at 2 bytes]\n"},
 		{"empty appends", 3, []string{"", "ab", ""}, "ab"},
 	}
-	st := newTest(t)
+	st := fx.newTest(t)
 	app := mkApp(t, st, "a")
 	f := mkFn(t, st, app.ID, "f")
 	for _, tt := range tests {
@@ -773,9 +630,9 @@ func TestCallLog(t *testing.T) {
 	wantErr(t, err, errdefs.ErrNotFound, "nope")
 }
 
-func TestPruneCalls(t *testing.T) {
+func testPruneCalls(t *testing.T, fx *fixture) {
 	ctx := context.Background()
-	st := newTest(t)
+	st := fx.newTest(t)
 	app := mkApp(t, st, "a")
 	f, g := mkFn(t, st, app.ID, "f"), mkFn(t, st, app.ID, "g")
 	now := t0.Add(24 * time.Hour)
@@ -851,8 +708,8 @@ func TestPruneCalls(t *testing.T) {
 	}
 }
 
-func TestCancelledContext(t *testing.T) {
-	st := newTest(t)
+func testCancelledContext(t *testing.T, fx *fixture) {
+	st := fx.newTest(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 	if _, err := st.CreateApp(ctx, &App{Name: "a"}); !errors.Is(err, context.Canceled) {
@@ -863,9 +720,9 @@ func TestCancelledContext(t *testing.T) {
 	}
 }
 
-func TestSaveCallsBatch(t *testing.T) {
+func testSaveCallsBatch(t *testing.T, fx *fixture) {
 	ctx := context.Background()
-	st := newTest(t)
+	st := fx.newTest(t)
 	app, err := st.CreateApp(ctx, &App{Name: "batch"})
 	if err != nil {
 		t.Fatal(err)
@@ -896,5 +753,112 @@ func TestSaveCallsBatch(t *testing.T) {
 	}
 	if _, err := st.GetCall(ctx, "gone", b.ID); err == nil {
 		t.Fatal("a call of an unknown fn was stored")
+	}
+}
+
+// settle waits until the generation has stood still for a while: with
+// Postgres a change is also heard back from the database, a moment after
+// the write returned.
+func settle(t *testing.T, st *Store) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for g := st.Generation(); time.Now().Before(deadline); {
+		time.Sleep(300 * time.Millisecond)
+		now := st.Generation()
+		if now == g {
+			return
+		}
+		g = now
+	}
+	t.Fatal("the generation does not settle")
+}
+
+// testGeneration: every change to an app, fn, trigger or secret moves
+// the generation as soon as the write returns; call records never do.
+func testGeneration(t *testing.T, fx *fixture) {
+	ctx := context.Background()
+	st := fx.newTest(t)
+	var (
+		app *App
+		fn  *Fn
+		tr  *Trigger
+	)
+	ok := func(_ any, err error) error { return err }
+	changes := []struct {
+		name string
+		do   func() error
+	}{
+		{"create app", func() (err error) { app, err = st.CreateApp(ctx, &App{Name: "a"}); return err }},
+		{"update app", func() error {
+			return ok(st.UpdateApp(ctx, app.ID, func(a *App) error { a.Config = map[string]string{"K": "v"}; return nil }))
+		}},
+		{"put secret", func() error { return ok(st.PutSecret(ctx, app.ID, "s", []byte("x"))) }},
+		{"create fn", func() (err error) {
+			fn, err = st.CreateFn(ctx, &Fn{AppID: app.ID, Name: "f", Secrets: []string{"s"}})
+			return err
+		}},
+		{"update fn", func() error {
+			return ok(st.UpdateFn(ctx, fn.ID, func(f *Fn) error { f.Memory, f.Secrets = 64, nil; return nil }))
+		}},
+		{"create trigger", func() (err error) {
+			tr, err = st.CreateTrigger(ctx, &Trigger{AppID: app.ID, FnID: fn.ID, Name: "t", Source: "/t"})
+			return err
+		}},
+		{"update trigger", func() error {
+			return ok(st.UpdateTrigger(ctx, tr.ID, func(t *Trigger) error { t.Source = "/u"; return nil }))
+		}},
+		{"delete secret", func() error { return st.DeleteSecret(ctx, app.ID, "s") }},
+	}
+	for _, c := range changes {
+		g := st.Generation()
+		if err := c.do(); err != nil {
+			t.Fatalf("%s: %v", c.name, err)
+		}
+		if st.Generation() == g {
+			t.Errorf("%s did not move the generation", c.name)
+		}
+	}
+
+	settle(t, st)
+	g := st.Generation()
+	id := st.NewID()
+	if err := st.CreateCall(ctx, &Call{ID: id, FnID: fn.ID}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.UpdateCall(ctx, fn.ID, id, func(c *Call) error { c.Status = CallRunning; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.AppendCallLog(ctx, fn.ID, id, []byte("x"), 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.SaveCalls(ctx, []CallWrite{{Call: &Call{ID: id, FnID: fn.ID, AppID: app.ID, Status: CallSuccess}}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.EnqueueCall(ctx, queuedCall(st, fn.ID), QueueLimits{PerFn: 5, Total: 5}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.PruneCalls(ctx, 1, 0, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(100 * time.Millisecond) // what a notification would take
+	if st.Generation() != g {
+		t.Errorf("call records moved the generation: %d, was %d", st.Generation(), g)
+	}
+
+	for _, c := range []struct {
+		name string
+		do   func() error
+	}{
+		{"delete trigger", func() error { return st.DeleteTrigger(ctx, tr.ID) }},
+		{"delete fn", func() error { return st.DeleteFn(ctx, fn.ID) }},
+		{"delete app", func() error { return ok(st.DeleteApp(ctx, app.ID)) }},
+	} {
+		g := st.Generation()
+		if err := c.do(); err != nil {
+			t.Fatalf("%s: %v", c.name, err)
+		}
+		if st.Generation() == g {
+			t.Errorf("%s did not move the generation", c.name)
+		}
 	}
 }
