@@ -90,6 +90,14 @@ func parseCronSchedule(src string) (sched cron.Schedule, err error) {
 	return sched, nil
 }
 
+// The cron lease: one node fires cron triggers. Its TTL is several passes
+// of the engine (pollEvery), so a live holder never loses it to a slow
+// pass, and a dead one is replaced within the TTL.
+const (
+	cronLease    = "cron"
+	cronLeaseTTL = 5 * pollEvery
+)
+
 // cronEntry is one trigger in the engine's schedule.
 type cronEntry struct {
 	trig  *store.Trigger
@@ -103,12 +111,21 @@ type cronEntry struct {
 // store's cron triggers with its own copy every pollEvery. A deleted
 // trigger also cannot fire in between: the fire's call is only stored
 // while the trigger exists, checked in the same transaction.
+//
+// In a cluster every node runs the engine, but only the holder of the
+// cron lease fires: it renews the lease at every pass, well inside its
+// TTL, and another node takes over within a TTL of its death. Nodes that
+// do not hold it keep their schedules moving, so one that takes over does
+// not fire what it missed. A fire's call id comes from the trigger and
+// the tick, so a tick fired twice around a take-over is stored once.
 func (s *Service) runCron() {
 	a := &s.async
 	defer a.wg.Done()
 	entries := map[string]*cronEntry{}
-	var loadErr repeatLog
+	var loadErr, leaseErr repeatLog
 	var nextLoad time.Time
+	leading := false
+	var leasedAt time.Time
 	timer := time.NewTimer(0)
 	defer timer.Stop()
 	for {
@@ -123,8 +140,20 @@ func (s *Service) runCron() {
 			loadErr.report(s.log, "load cron triggers", err)
 			nextLoad = now.Add(pollEvery)
 		}
-		for _, e := range dueEntries(entries, now) {
-			s.fireCron(context.Background(), e.trig, e.next)
+		due := dueEntries(entries, now)
+		if len(due) > 0 || now.Sub(leasedAt) >= pollEvery {
+			leasedAt = now
+			held, err := s.store.AcquireLease(context.Background(), cronLease, s.nodeID, cronLeaseTTL)
+			leaseErr.report(s.log, "hold the cron lease", err)
+			if held != leading {
+				s.log.WithField("leading", held).Info("cron lease changed hands")
+			}
+			leading = held && err == nil
+		}
+		for _, e := range due {
+			if leading {
+				s.fireCron(context.Background(), e.trig, e.next)
+			}
 			// From now, not from the missed time: a fire delayed (by a
 			// slow store, a suspended host) is not followed by a burst.
 			e.next = e.sched.Next(now)

@@ -14,6 +14,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"sync"
 	"time"
 
@@ -118,6 +119,9 @@ type Service struct {
 
 	openOnce, closeOnce sync.Once
 	closeErr            error
+
+	// nodeID names this kilnd among a cluster's, for leases.
+	nodeID string
 }
 
 // New builds a Service; it starts nothing.
@@ -130,13 +134,15 @@ func New(cfg Config) *Service {
 	if cfg.CallMaxAge <= 0 {
 		cfg.CallMaxAge = DefaultCallMaxAge
 	}
+	host, _ := os.Hostname()
 	s := &Service{
-		cfg:   cfg,
-		store: cfg.Store,
-		rt:    cfg.Runtime,
-		pool:  pool.New[Instance](cfg.Pool),
-		log:   cfg.Logger,
-		mx:    cfg.Metrics,
+		nodeID: fmt.Sprintf("%s/%d/%s", host, os.Getpid(), store.NewID()),
+		cfg:    cfg,
+		store:  cfg.Store,
+		rt:     cfg.Runtime,
+		pool:   pool.New[Instance](cfg.Pool),
+		log:    cfg.Logger,
+		mx:     cfg.Metrics,
 	}
 	s.targets = newResolver(cfg.Store, cfg.AllowHostNetwork, cfg.Secrets)
 	s.queue = cfg.Queue

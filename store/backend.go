@@ -68,4 +68,7 @@ type backend interface {
 	deleteSecret(ctx context.Context, appID, name string) error
 
 	close() error
+
+	// acquireLease takes or renews a lease (see Store.AcquireLease).
+	acquireLease(ctx context.Context, name, holder string, ttl time.Duration) (bool, error)
 }

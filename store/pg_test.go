@@ -38,6 +38,7 @@ func TestPostgres(t *testing.T) {
 		{"ConcurrentMigrations", testPgConcurrentMigrations},
 		{"NewerSchemaRefused", testPgNewerSchema},
 		{"Unavailable", testPgUnavailable},
+		{"LeaseAcrossNodes", testPgLeaseAcrossNodes},
 	} {
 		t.Run(tc.name, func(t *testing.T) { tc.run(t, srv) })
 	}
@@ -402,5 +403,30 @@ func testPgUnavailable(t *testing.T, srv *pgServer) {
 	}
 	if !errors.Is(err, errdefs.ErrUnavailable) {
 		t.Fatalf("err = %v, want ErrUnavailable", err)
+	}
+}
+
+// testPgLeaseAcrossNodes: one holder at a time; the holder renews; another
+// takes the lease once it has expired.
+func testPgLeaseAcrossNodes(t *testing.T, srv *pgServer) {
+	dsn := srv.newDB(t)
+	a, b := srv.open(t, dsn), srv.open(t, dsn)
+	ctx := context.Background()
+	const ttl = time.Second
+	if ok, err := a.AcquireLease(ctx, "cron", "a", ttl); err != nil || !ok {
+		t.Fatalf("a takes a free lease: %v, %v", ok, err)
+	}
+	if ok, err := b.AcquireLease(ctx, "cron", "b", ttl); err != nil || ok {
+		t.Fatalf("b takes a's live lease: %v, %v", ok, err)
+	}
+	if ok, err := a.AcquireLease(ctx, "cron", "a", ttl); err != nil || !ok {
+		t.Fatalf("a renews: %v, %v", ok, err)
+	}
+	time.Sleep(ttl + 200*time.Millisecond)
+	if ok, err := b.AcquireLease(ctx, "cron", "b", ttl); err != nil || !ok {
+		t.Fatalf("b takes the expired lease: %v, %v", ok, err)
+	}
+	if ok, err := a.AcquireLease(ctx, "cron", "a", ttl); err != nil || ok {
+		t.Fatalf("a takes it back from b: %v, %v", ok, err)
 	}
 }

@@ -45,6 +45,10 @@ type Config struct {
 	QueueTotal       int
 	// PprofAddr serves Go's profiler; loopback only, off when empty.
 	PprofAddr string
+	// Store is a postgres:// URL: apps, fns, triggers, calls and secrets
+	// in Postgres, shared by every node. Empty: the embedded bbolt file
+	// under the data dir.
+	Store string
 	// Queue is a nats:// URL: detached calls go on a JetStream work queue
 	// shared by every node. Empty: the store's own queue (one node).
 	Queue string
@@ -133,6 +137,7 @@ func parseFlags(args []string, getenv func(string) string) (Config, error) {
 	fs.DurationVar(&c.CallMaxAge, "call-max-age", envDur("KILN_CALL_MAX_AGE", calls.DefaultCallMaxAge), "call records older than this are dropped (KILN_CALL_MAX_AGE)")
 	insecure := fs.String("insecure-registries", env("KILN_INSECURE_REGISTRIES", ""), "comma-separated host[:port] registries pulled from over plain HTTP (KILN_INSECURE_REGISTRIES)")
 	fs.StringVar(&c.RegistryConfig, "registry-config", env("KILN_REGISTRY_CONFIG", ""), "docker config.json with registry credentials; default $DOCKER_CONFIG/config.json or ~/.docker/config.json (KILN_REGISTRY_CONFIG)")
+	fs.StringVar(&c.Store, "store", env("KILN_STORE", ""), "postgres://user:pass@host/db: the store in Postgres, shared by every node; empty: an embedded file under --data-dir (KILN_STORE)")
 	fs.StringVar(&c.Queue, "queue", env("KILN_QUEUE", ""), "nats://host:port: detached calls on a NATS JetStream work queue shared by every node; empty: kilnd's own store (KILN_QUEUE)")
 	fs.StringVar(&c.PprofAddr, "pprof", env("KILN_PPROF", ""), "serve Go's profiler on this loopback address, e.g. 127.0.0.1:6060 (KILN_PPROF)")
 	if err := fs.Parse(args); err != nil {
@@ -153,6 +158,9 @@ func parseFlags(args []string, getenv func(string) string) (Config, error) {
 	case "text", "json":
 	default:
 		return Config{}, fmt.Errorf("--log-format must be text or json, not %q", c.LogFormat)
+	}
+	if c.Store != "" && !strings.HasPrefix(c.Store, "postgres://") && !strings.HasPrefix(c.Store, "postgresql://") {
+		return Config{}, fmt.Errorf("--store: want a postgres:// URL (or nothing, for the embedded store)")
 	}
 	if c.Queue != "" && !strings.HasPrefix(c.Queue, "nats://") && !strings.HasPrefix(c.Queue, "tls://") {
 		return Config{}, fmt.Errorf("--queue %q: want a nats:// (or tls://) URL", c.Queue)

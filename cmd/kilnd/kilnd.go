@@ -120,8 +120,13 @@ func (m *Main) Open(ctx context.Context) error {
 	if swept > 0 {
 		m.log.WithField("containers", swept).Info("removed containers left by an earlier run")
 	}
-	m.store, err = store.Open(filepath.Join(m.cfg.DataDir, "kiln.db"))
-	if err != nil {
+	if m.cfg.Store != "" {
+		m.store, err = store.OpenURL(ctx, m.cfg.Store, m.log)
+		if err != nil {
+			return err
+		}
+		m.log.Info("store in Postgres, shared by the cluster")
+	} else if m.store, err = store.Open(filepath.Join(m.cfg.DataDir, "kiln.db")); err != nil {
 		return err
 	}
 	capacity := m.cfg.MaxMemoryMB
