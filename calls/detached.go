@@ -78,11 +78,10 @@ var errStatusChanged = errors.New("call status changed meanwhile")
 // must be set. A full queue is an errdefs.ErrUnavailable carrying a
 // *store.QueueFullError.
 func (s *Service) Enqueue(ctx context.Context, t *Target, req *protocol.Request) (string, error) {
-	done, err := s.accept()
-	if err != nil {
+	if err := s.accept(); err != nil {
 		return "", err
 	}
-	defer done()
+	defer s.release()
 	if t.policyErr != nil {
 		return "", t.policyErr
 	}
@@ -264,14 +263,13 @@ func (s *Service) dispatch() {
 				d.Retry(0)
 				continue
 			}
-			finished, err := s.accept()
-			if err != nil {
+			if err := s.accept(); err != nil {
 				d.Retry(0) // draining: the rest waits for another node or start
 				continue
 			}
 			claimed, err := s.claim(context.Background(), d)
 			if err != nil {
-				finished()
+				s.release()
 				switch {
 				case errors.Is(err, errStatusChanged), errors.Is(err, errdefs.ErrNotFound):
 					// Done already, or gone with its fn: nothing to run.
@@ -284,7 +282,7 @@ func (s *Service) dispatch() {
 			}
 			running++
 			go func() {
-				defer finished()
+				defer s.release()
 				s.runDetached(claimed, d)
 				done <- struct{}{}
 			}()

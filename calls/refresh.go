@@ -41,7 +41,7 @@ func (s *Service) refresh(ctx context.Context, id string) error {
 	if err != nil {
 		return fmt.Errorf("fn %q: min_warm needs its image: %w", t.Fn.Name, err)
 	}
-	return s.warm(t, s.poolSpec(t, imageID))
+	return s.warm(t, t.poolSpec(s, imageID))
 }
 
 // RefreshApp refreshes every fn of an app. The change is already saved,

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 
 	"github.com/kiln-run/kiln/errdefs"
 	"github.com/kiln-run/kiln/executor"
@@ -22,6 +23,8 @@ type Target struct {
 	key  string
 	// policyErr refuses every call of a fn the sandbox policy forbids.
 	policyErr error
+	// pspec is the pool spec last made for it (see poolSpec).
+	pspec atomic.Pointer[cachedSpec]
 }
 
 // resolver maps invoke and trigger routes to their Target without a store

@@ -49,10 +49,14 @@ func tooManyCalls(fn *store.Fn) error {
 
 // poolSpec is how the pool knows t's containers: the key (spec key plus
 // image digest: a re-tagged image changes no record, so the Target's key
-// cannot know of it) and the fn's limits.
-func (s *Service) poolSpec(t *Target, imageID string) pool.Spec[Instance] {
+// cannot know of it) and the fn's limits. It is made once per Target and
+// image, not per call: a Spec holds a closure and a key string.
+func (t *Target) poolSpec(s *Service, imageID string) pool.Spec[Instance] {
+	if c := t.pspec.Load(); c != nil && c.imageID == imageID {
+		return c.spec
+	}
 	spec := t.spec
-	return pool.Spec[Instance]{
+	ps := pool.Spec[Instance]{
 		Key:          t.key + "|" + imageID,
 		Group:        t.Fn.ID,
 		App:          t.App.Name,
@@ -65,6 +69,13 @@ func (s *Service) poolSpec(t *Target, imageID string) pool.Spec[Instance] {
 			return s.rt.StartHot(ctx, spec)
 		},
 	}
+	t.pspec.Store(&cachedSpec{imageID: imageID, spec: ps})
+	return ps
+}
+
+type cachedSpec struct {
+	imageID string
+	spec    pool.Spec[Instance]
 }
 
 // warm keeps t's min_warm containers for its current pool key, or clears

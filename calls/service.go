@@ -176,17 +176,19 @@ func (s *Service) Open(ctx context.Context) error {
 	return err
 }
 
-// accept counts one call in, or refuses it once a drain began. The
-// returned func counts it out.
-func (s *Service) accept() (func(), error) {
+// accept counts one call in, or refuses it once a drain began; release
+// counts it out.
+func (s *Service) accept() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.draining {
-		return nil, errShuttingDown
+		return errShuttingDown
 	}
 	s.accepted.Add(1)
-	return s.accepted.Done, nil
+	return nil
 }
+
+func (s *Service) release() { s.accepted.Done() }
 
 var errShuttingDown = fmt.Errorf("kilnd is shutting down: %w", errdefs.ErrUnavailable)
 

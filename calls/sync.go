@@ -27,30 +27,24 @@ func (s *Service) NewCallID() string { return s.store.NewID() }
 // answer with a Stream is still running: the caller must read it to its
 // end or Close it, and the record is written then.
 func (s *Service) Call(ctx context.Context, t *Target, req *protocol.Request) (*protocol.Response, error) {
-	accepted, err := s.accept()
-	if err != nil {
+	if err := s.accept(); err != nil {
 		return nil, err
 	}
 	if t.policyErr != nil {
-		accepted()
+		s.release()
 		return nil, t.policyErr
 	}
 	if !s.conc.enter(t.Fn.ID, t.Fn.MaxConcurrency) {
-		accepted()
+		s.release()
 		s.mx.ObserveRejected(t.App.Name, t.Fn.Name)
 		return nil, tooManyCalls(t.Fn)
-	}
-	max := t.Fn.MaxConcurrency
-	done := func() {
-		s.conc.leave(t.Fn.ID, max)
-		accepted()
 	}
 	start := time.Now()
 	deadline := start.Add(fnTimeout(t.Fn))
 	ctx, cancel := context.WithDeadline(ctx, deadline)
 	req.Deadline = deadline
 
-	c := &syncCall{s: s, t: t, id: req.CallID, start: start, done: done, cancel: cancel,
+	c := &syncCall{s: s, t: t, id: req.CallID, start: start, cancel: cancel,
 		logs: s.newCallLog(t, req.CallID)}
 	c.rec = &store.Call{ID: req.CallID, FnID: t.Fn.ID, AppID: t.App.ID, Status: store.CallRunning, CreatedAt: start, StartedAt: &start}
 	s.records.start(c.rec)
@@ -72,7 +66,6 @@ type syncCall struct {
 	start  time.Time
 	rec    *store.Call
 	logs   *callLog
-	done   func()
 	cancel context.CancelFunc
 
 	// A streamed answer: what the client has been sent of it.
@@ -115,7 +108,8 @@ func (c *syncCall) finish(err error) error {
 		}
 		c.err = err
 		c.cancel()
-		c.done()
+		s.conc.leave(t.Fn.ID, t.Fn.MaxConcurrency)
+		s.release()
 	})
 	return c.err
 }
@@ -167,7 +161,7 @@ func (s *Service) execute(ctx context.Context, t *Target, req *protocol.Request,
 	if err != nil {
 		return nil, err
 	}
-	spec := s.poolSpec(t, imageID)
+	spec := t.poolSpec(s, imageID)
 	if t.Fn.MinWarm > 0 {
 		// A new key (a re-tagged image) drains the old one's warm
 		// containers: keep the new one's.
