@@ -19,7 +19,9 @@ func TestMaxConcurrency(t *testing.T) {
 	k := startKilnd(t)
 	d := k.deploy("scale", "narrow", testfnImage, "json-http", map[string]any{"max_concurrency": 2})
 	// Warm, so the two that run do not wait for a start either.
-	parallel(2, func(int) { k.do("POST", "/invoke/"+d.FnID, strings.NewReader("w"), http.Header{"X-Test-Action": {"sleep=300ms"}}) })
+	parallel(2, func(int) {
+		k.do("POST", "/invoke/"+d.FnID, strings.NewReader("w"), http.Header{"X-Test-Action": {"sleep=300ms"}})
+	})
 	var mu sync.Mutex
 	codes := map[int]int{}
 	var refusedIn []time.Duration
