@@ -1,13 +1,11 @@
 package executor
 
 import (
+	"cmp"
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"os"
-	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -46,6 +44,9 @@ type box struct {
 
 	fnID      string
 	shimGroup string // empty when shims are not grouped
+	// inShim: a task create was started (it may exist even if the create
+	// failed); taskGone: containerd has confirmed it is deleted.
+	inShim, taskGone bool
 }
 
 // cleanupTimeout bounds how long removing one container may take. Cleanup
@@ -57,27 +58,6 @@ const cleanupTimeout = 15 * time.Second
 type extras struct {
 	env    []string
 	mounts []specs.Mount
-}
-
-func (r *Runtime) create(ctx context.Context, f *Function, kind string, extra extras) (*box, error) {
-	b, err := r.createOnce(ctx, f, kind, extra)
-	if err != nil && r.cfg.GroupShims && errors.Is(err, errShimGone) && ctx.Err() == nil {
-		// The group's shim was exiting (its last container had just gone)
-		// as this container joined it: start a new group and try again.
-		r.nextShimGroup(f.FnID)
-		return r.createOnce(ctx, f, kind, extra)
-	}
-	return b, err
-}
-
-// errShimGone marks a task that could not be created because the shim of
-// its group went away under it.
-var errShimGone = errors.New("shim of the group went away")
-
-func shimGone(err error) bool {
-	msg := err.Error()
-	return strings.Contains(msg, "failed to start shim") || strings.Contains(msg, "ttrpc: closed") ||
-		strings.Contains(msg, "failed to create shim task")
 }
 
 func (r *Runtime) createOnce(ctx context.Context, f *Function, kind string, extra extras) (_ *box, retErr error) {
@@ -113,6 +93,8 @@ func (r *Runtime) createOnce(ctx context.Context, f *Function, kind string, extr
 		shimGroup = group
 		labels[labelGroup] = group
 		opts = append(opts, oci.WithAnnotations(map[string]string{labelGroup: group}))
+	} else {
+		r.joinShim(id)
 	}
 	container, err := r.client.NewContainer(ctx, id,
 		containerd.WithImage(img),
@@ -125,6 +107,7 @@ func (r *Runtime) createOnce(ctx context.Context, f *Function, kind string, extr
 		if secretDir != "" {
 			_ = os.RemoveAll(secretDir)
 		}
+		r.leaveShim(f.FnID, shimGroup, cmp.Or(shimGroup, id))
 		return nil, wrapContainerd(fmt.Sprintf("create container for fn %q", f.FnName), err)
 	}
 	b := &box{r: r, id: id, container: container, exited: make(chan struct{}), fnID: f.FnID, shimGroup: shimGroup, secretDir: secretDir,
@@ -139,7 +122,14 @@ func (r *Runtime) createOnce(ctx context.Context, f *Function, kind string, extr
 	if err != nil {
 		return nil, err
 	}
+	// One create at a time meets a group's shim starting, none meets it
+	// exiting (see shimState).
+	if err := r.beginTask(ctx, shimGroup); err != nil {
+		return nil, fmt.Errorf("create task %q: %w", id, err)
+	}
+	b.inShim = true
 	b.task, err = container.NewTask(ctx, func(string) (cio.IO, error) { return b.io, nil })
+	r.endTask(shimGroup, err == nil)
 	if err != nil {
 		if shimGone(err) {
 			return nil, fmt.Errorf("create task %q: %w: %w", id, errShimGone, err)
@@ -155,50 +145,12 @@ func (r *Runtime) createOnce(ctx context.Context, f *Function, kind string, extr
 	}
 	go b.waitExit(waitCtx, exitCh)
 	if err := b.task.Start(ctx); err != nil {
+		if shimGone(err) {
+			return nil, fmt.Errorf("start task %q: %w: %w", id, errShimGone, err)
+		}
 		return nil, wrapContainerd(fmt.Sprintf("start task %q", id), err)
 	}
 	return b, nil
-}
-
-// shimGroupSize bounds how many containers share one shim. One shim
-// serialises the task operations of its whole group: a burst of 100
-// launches into a single shim timed out in containerd and left containers
-// it could no longer delete. Groups of 16 keep most of the memory saving
-// (a shim costs ~2.5 MB) and let bursts spread over several shims.
-const shimGroupSize = 16
-
-// shimGroup names the shim group of a fn's next container: consecutive
-// launches fill a group, then start the next one. Old groups empty out as
-// their containers go, and a shim exits with its last container.
-func (r *Runtime) shimGroup(fnID string) string {
-	r.groupsMu.Lock()
-	n := r.groupSeq[fnID]
-	r.groupSeq[fnID] = n + 1
-	r.groupsMu.Unlock()
-	return r.groupName(fnID, n)
-}
-
-// closeShimGroup moves the fn's launches to a new group if group is the
-// one they are filling now.
-func (r *Runtime) closeShimGroup(fnID, group string) {
-	r.groupsMu.Lock()
-	n := r.groupSeq[fnID]
-	if r.groupName(fnID, n) == group {
-		r.groupSeq[fnID] = (n/shimGroupSize + 1) * shimGroupSize
-	}
-	r.groupsMu.Unlock()
-}
-
-func (r *Runtime) groupName(fnID string, seq uint64) string {
-	return "kiln-" + sanitizeID(fnID, 50) + "-" + strconv.FormatUint(seq/shimGroupSize, 36)
-}
-
-// nextShimGroup makes the fn's next container start a new shim group.
-func (r *Runtime) nextShimGroup(fnID string) {
-	r.groupsMu.Lock()
-	n := r.groupSeq[fnID]
-	r.groupSeq[fnID] = (n/shimGroupSize + 1) * shimGroupSize
-	r.groupsMu.Unlock()
 }
 
 // waitExit records the task's exit. A Wait that fails is containerd going
@@ -288,6 +240,16 @@ func (b *box) exitCode(d time.Duration) (uint32, bool) {
 	}
 }
 
+// exitKnown reports whether the task's exit has been seen.
+func (b *box) exitKnown() bool {
+	select {
+	case <-b.exited:
+		return true
+	default:
+		return false
+	}
+}
+
 func (b *box) stdinPipe() deadlineWriter { return b.io.stdin }
 func (b *box) stdoutPipe() io.Reader     { return b.io.stdout }
 func (b *box) stderrPipe() io.Reader     { return b.io.stderr }
@@ -340,11 +302,17 @@ func (b *box) destroy(grace time.Duration) {
 		}
 		// containerd may be restarting, or a shim busy: keep trying until
 		// the cleanup deadline, then hand the rest to the runtime's
-		// janitor rather than leak the container.
-		if err := b.remove(ctx); err != nil {
+		// janitor rather than leak the container. The removal has a
+		// deadline of its own, not what the kill left of ctx: a Delete cut
+		// short is what once left shims running (see shimgroup.go).
+		rctx, rcancel := context.WithTimeout(b.r.ctx(context.Background()), cleanupTimeout)
+		defer rcancel()
+		if err := b.remove(rctx); err != nil {
 			b.log.WithError(err).Warn("remove container: retrying in the background")
 			b.r.retryRemove(b)
+			return
 		}
+		b.r.leaveShim(b.fnID, b.shimGroup, b.shimKey())
 	})
 }
 
@@ -352,11 +320,18 @@ func (b *box) destroy(grace time.Duration) {
 // until ctx ends.
 func (b *box) remove(ctx context.Context) error {
 	for {
+		// Even without b.task: a NewTask whose answer was lost may still
+		// have made one.
 		var err error
-		if b.task != nil {
-			_, err = b.task.Delete(ctx, containerd.WithProcessKill)
-			if cerrdefs.IsNotFound(err) {
-				err = nil
+		if b.inShim && !b.taskGone {
+			err = b.r.beginDelete(ctx, b.shimGroup)
+		}
+		if err == nil && !b.taskGone {
+			if err = b.r.deleteTask(ctx, b.id, b.exitKnown()); err == nil {
+				b.taskGone = true
+				if b.inShim {
+					b.r.taskDeleted(b.shimGroup)
+				}
 			}
 		}
 		if err == nil {
@@ -387,6 +362,7 @@ func (r *Runtime) retryRemove(b *box) {
 			return
 		}
 		b.log.Info("container removed after a retry")
+		r.leaveShim(b.fnID, b.shimGroup, b.shimKey())
 	}()
 }
 

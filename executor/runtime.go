@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/containerd/containerd"
@@ -55,7 +56,8 @@ type Config struct {
 	MaxStream int64
 	// StopGrace is how long a container gets between SIGTERM and SIGKILL.
 	StopGrace time.Duration
-	// GroupShims makes the containers of one fn share a shim process.
+	// GroupShims makes the containers of one fn share a shim process,
+	// shimGroupSize to a shim (see shimgroup.go).
 	GroupShims bool
 	Logger     *logrus.Entry
 	// InsecureRegistries are host[:port] entries pulled from over plain
@@ -84,6 +86,12 @@ type Runtime struct {
 
 	groupsMu sync.Mutex
 	groupSeq map[string]uint64 // fn id -> containers launched, for shim groups
+	// shims is kiln's book of its containers' shims, by group (or
+	// container id when not grouped); see shimState.
+	shims map[string]*shimState
+	// containerdAddress is what containerd's shim sockets are named after.
+	containerdAddress string
+	shimsReaped       atomic.Int64
 
 	oomMu sync.Mutex
 	ooms  map[string]time.Time
@@ -142,6 +150,9 @@ func New(cfg Config) (*Runtime, error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	r := &Runtime{cfg: cfg, client: cfg.Client, log: cfg.Logger, digests: map[string]cachedDigest{},
 		groupSeq: map[string]uint64{}, ooms: map[string]time.Time{}, bgCtx: ctx, cancel: cancel}
+	if conn := cfg.Client.Conn(); conn != nil {
+		r.containerdAddress = containerdAddress(conn.Target())
+	}
 	r.wg.Add(1)
 	go r.watchEvents(ctx)
 	return r, nil
@@ -160,6 +171,10 @@ func (r *Runtime) Close() error {
 	r.unmountSecretFS()
 	return nil
 }
+
+// ShimsReaped counts the shims that outlived all of kiln's containers in
+// them and that kiln had to ask to shut down.
+func (r *Runtime) ShimsReaped() int64 { return r.shimsReaped.Load() }
 
 func (r *Runtime) ctx(ctx context.Context) context.Context {
 	return namespaces.WithNamespace(ctx, r.cfg.Namespace)

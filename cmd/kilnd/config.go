@@ -125,9 +125,10 @@ func parseFlags(args []string, getenv func(string) string) (Config, error) {
 	// fn's timeout bounds how long one runs.
 	fs.Int64Var(&c.MaxStream, "max-stream", envNum("KILN_MAX_STREAM", 0), "largest streamed (chunked) response body in bytes; 0 means no bound (KILN_MAX_STREAM)")
 	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", envDur("KILN_SHUTDOWN_TIMEOUT", 5*time.Minute), "how long a stop waits for in-flight calls (KILN_SHUTDOWN_TIMEOUT)")
-	// Off by default: under heavy crash churn containerd 1.6's grouped
-	// shims were seen to outlive all their containers (docs/PERFORMANCE.md).
-	fs.BoolVar(&c.GroupShims, "group-shims", env("KILN_GROUP_SHIMS", "false") == "true", "containers of one fn share shim processes, 16 to a shim (KILN_GROUP_SHIMS)")
+	// On by default: a shim costs ~2.5 MB and some CPU per call; kiln now
+	// makes sure a group's shim exits with its last container, which under
+	// crash churn it once did not (executor/shimgroup.go, docs/SOAK.md).
+	fs.BoolVar(&c.GroupShims, "group-shims", env("KILN_GROUP_SHIMS", "true") == "true", "containers of one fn share shim processes, 16 to a shim (KILN_GROUP_SHIMS)")
 	fs.BoolVar(&c.AllowHostNetwork, "allow-host-network", env("KILN_ALLOW_HOST_NETWORK", "") == "true", "let fns annotated kiln.io/network=host use the node's network (KILN_ALLOW_HOST_NETWORK)")
 	fs.IntVar(&c.AsyncConcurrency, "async-concurrency", int(envNum("KILN_ASYNC_CONCURRENCY", calls.DefaultAsyncConcurrency)), "detached calls run at once, a bounded share so sync calls are not starved (KILN_ASYNC_CONCURRENCY)")
 	fs.IntVar(&c.QueuePerFn, "queue-per-fn", int(envNum("KILN_QUEUE_PER_FN", calls.DefaultQueuePerFn)), "detached calls that may wait per fn (KILN_QUEUE_PER_FN)")

@@ -15,7 +15,7 @@ func TestParseFlags(t *testing.T) {
 	}{
 		{name: "defaults", check: func(c Config) bool {
 			return c.Listen == "127.0.0.1:8080" && c.Namespace == "kiln" && c.LogFormat == "text" &&
-				c.Containerd == "" && c.MaxBody == 6<<20 && !c.GroupShims && !c.AllowHostNetwork
+				c.Containerd == "" && c.MaxBody == 6<<20 && c.GroupShims && !c.AllowHostNetwork
 		}},
 		{name: "env", env: map[string]string{"KILN_LISTEN": ":9", "KILN_NAMESPACE": "ns", "KILN_MAX_MEMORY": "512", "KILN_ADMIN_TOKEN": "t"},
 			check: func(c Config) bool {
