@@ -7,10 +7,10 @@ LDFLAGS   := -s -w -X main.Version=$(VERSION)
 PKGS_UNIT := ./protocol/... ./pool/... ./store/... ./api/... ./executor/... ./imagebuild/... ./images/... ./cmd/... ./errdefs/... ./metrics/... ./calls/... ./seal/... ./deploy/...
 FUZZTIME  ?= 60s
 
-.PHONY: help build run test test-unit test-e2e lint fuzz bench soak clean
+.PHONY: help build run test test-unit test-e2e test-cluster lint fuzz bench soak clean
 
 help: ## list the targets
-	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
+	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
 
 build: ## build bin/kilnd and bin/kiln
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/kilnd ./cmd/kilnd
@@ -31,7 +31,10 @@ test-unit: ## unit tests, with the race detector
 test-e2e: ## end-to-end tests against a containerd the tests start
 	$(GO) test -count=1 -timeout 40m -v ./test/... 2>&1 | tee test-e2e.log | grep -E '^(=== RUN|--- |PASS|FAIL|ok|panic|\s+\S+_test.go)' ; exit $${PIPESTATUS[0]}
 
-test: lint test-unit test-e2e ## everything CI runs: lint, unit tests, end-to-end tests
+test-cluster: ## 3 kilnd nodes in network namespaces on Postgres, NATS and HAProxy; one SIGKILLed mid-load
+	$(GO) test -count=1 -timeout 30m -run '^TestCluster' -v ./test/ -args -cluster
+
+test: lint test-unit test-e2e test-cluster ## everything CI runs: lint, unit tests, end-to-end tests, the cluster test
 
 fuzz: ## run every fuzz target for FUZZTIME (default 60s) each
 	@for pkg in ./protocol ./api; do \
@@ -43,6 +46,9 @@ fuzz: ## run every fuzz target for FUZZTIME (default 60s) each
 bench: ## benchmarks: codecs, pool, and kiln against bare containerd
 	$(GO) test -run '^$$' -bench . -benchmem ./protocol/ ./pool/
 	$(GO) test -count=1 -timeout 30m -run '^TestBench' -v ./test/ -args -bench-e2e
+
+bench-peer: ## kiln side by side with Knative's queue-proxy (built at run time): kiln/peer ratios, one run
+	$(GO) test -count=1 -timeout 30m -run '^TestBenchPeer$$' -v ./test/ -args -bench-peer
 
 clean: ## remove build output
 	rm -rf $(BIN) test-e2e.log

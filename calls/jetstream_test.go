@@ -86,6 +86,40 @@ func jsNode(t *testing.T, st *store.Store, url string, ackWait time.Duration, ru
 	return svc, q
 }
 
+// TestJetStreamNodesStartTogether: nodes opening the queue at once on a
+// fresh server all succeed, and the server survives (with
+// CreateOrUpdateStream, updates raced the first create: nats-server 2.9
+// crashed on them now and then, or a create failed with "subjects
+// overlap").
+func TestJetStreamNodesStartTogether(t *testing.T) {
+	l := logrus.New()
+	l.SetOutput(io.Discard)
+	for round := 0; round < 10; round++ {
+		url := startNATS(t)
+		errs := make([]error, 16)
+		var wg sync.WaitGroup
+		for i := range errs {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+				defer cancel()
+				q, err := OpenJetStream(ctx, url, 0, logrus.NewEntry(l))
+				if err == nil {
+					err = q.Close()
+				}
+				errs[i] = err
+			}()
+		}
+		wg.Wait()
+		for i, err := range errs {
+			if err != nil {
+				t.Fatalf("round %d, node %d: %v", round, i, err)
+			}
+		}
+	}
+}
+
 // TestJetStreamSpreadsCallsOnce: calls queued through either of two nodes
 // each run once and succeed, some on each node.
 func TestJetStreamSpreadsCallsOnce(t *testing.T) {
