@@ -855,7 +855,7 @@ func growPool(t *testing.T, k *kilnd, fnID string, want int) {
 	// Otherwise kilnd keeps a goroutine and buffers for each of these
 	// connections until its idle timeout, and the memory figures with it.
 	defer client.CloseIdleConnections()
-	for _, sleep := range []string{"300ms", "1s", "3s"} {
+	for _, sleep := range []string{"300ms", "1s", "3s", "10s"} {
 		if len(k.containers()) >= want {
 			return
 		}
