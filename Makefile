@@ -7,7 +7,7 @@ LDFLAGS   := -s -w -X main.Version=$(VERSION)
 PKGS_UNIT := ./protocol/... ./pool/... ./store/... ./api/... ./executor/... ./imagebuild/... ./images/... ./cmd/... ./errdefs/... ./metrics/... ./calls/... ./seal/... ./deploy/...
 FUZZTIME  ?= 60s
 
-.PHONY: help build run test test-unit test-e2e test-cluster lint fuzz bench soak clean
+.PHONY: help build run test test-unit test-e2e test-cluster lint fuzz bench bench-peer profile soak clean
 
 help: ## list the targets
 	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -50,8 +50,11 @@ bench: ## benchmarks: codecs, pool, and kiln against bare containerd
 bench-peer: ## kiln side by side with Knative's queue-proxy (built at run time): kiln/peer ratios, one run
 	$(GO) test -count=1 -timeout 30m -run '^TestBenchPeer$$' -v ./test/ -args -bench-peer
 
+profile: ## kilnd's CPU profile under a c=16 hot load, to kilnd.prof, and its CPU per call
+	$(GO) test -count=1 -timeout 10m -run '^TestProfileKilnd$$' -v ./test/ -args -profile-out $(CURDIR)/kilnd.prof
+
 clean: ## remove build output
-	rm -rf $(BIN) test-e2e.log
+	rm -rf $(BIN) test-e2e.log kilnd.prof
 
 soak: ## soak: mixed sync/async load with faults for SOAK (default 5m); prints figures
 	$(GO) test -count=1 -timeout 60m -run '^TestSoak$$' -v ./test/ -args -soak $${SOAK:-5m}
