@@ -4,17 +4,13 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"net"
-	"os/exec"
-	"path/filepath"
-	"strconv"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/sirupsen/logrus"
 
+	"github.com/kiln-run/kiln/internal/testservers"
 	"github.com/kiln-run/kiln/protocol"
 	"github.com/kiln-run/kiln/store"
 )
@@ -24,48 +20,10 @@ import (
 // PID, when the test ends.
 func startNATS(t *testing.T) string {
 	t.Helper()
-	bin, err := exec.LookPath("nats-server")
-	if err != nil {
-		if testing.Short() {
-			t.Skip("nats-server not installed (scripts/install-deps.sh installs it)")
-		}
-		t.Fatal("nats-server not found: scripts/install-deps.sh installs Debian's nats-server")
+	if _, err := testservers.NATSBin(); err != nil && testing.Short() {
+		t.Skip(err)
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	port := ln.Addr().(*net.TCPAddr).Port
-	ln.Close()
-	dir := t.TempDir()
-	cmd := exec.Command(bin, "-a", "127.0.0.1", "-p", strconv.Itoa(port), "-js", "-sd", filepath.Join(dir, "js"))
-	cmd.Stdout, cmd.Stderr = io.Discard, io.Discard
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		done := make(chan struct{})
-		go func() { _ = cmd.Wait(); close(done) }()
-		select {
-		case <-done:
-		case <-time.After(10 * time.Second):
-			_ = cmd.Process.Kill()
-			<-done
-		}
-	})
-	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		if c, err := net.Dial("tcp", addr); err == nil {
-			c.Close()
-			return "nats://" + addr
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("nats-server did not listen on %s", addr)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	return testservers.StartNATS(t, "127.0.0.1")
 }
 
 // node is one kilnd's Service on the shared store and queue.

@@ -217,15 +217,23 @@ func (r *Runtime) beginTask(ctx context.Context, group string) error {
 			st.creating++
 			return nil
 		}
-		ch := st.changed
-		r.groupsMu.Unlock()
-		select {
-		case <-ch:
-		case <-ctx.Done():
-			r.groupsMu.Lock()
-			return ctx.Err()
+		if err := r.awaitChangeLocked(ctx, st); err != nil {
+			return err
 		}
-		r.groupsMu.Lock()
+	}
+}
+
+// awaitChangeLocked lets go of groupsMu until st changes or ctx ends, and
+// holds it again when it returns.
+func (r *Runtime) awaitChangeLocked(ctx context.Context, st *shimState) error {
+	ch := st.changed
+	r.groupsMu.Unlock()
+	defer r.groupsMu.Lock()
+	select {
+	case <-ch:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
 	}
 }
 
@@ -267,15 +275,9 @@ func (r *Runtime) beginDelete(ctx context.Context, group string) error {
 		if st.creating == 0 {
 			return nil
 		}
-		ch := st.changed
-		r.groupsMu.Unlock()
-		select {
-		case <-ch:
-		case <-ctx.Done():
-			r.groupsMu.Lock()
-			return ctx.Err()
+		if err := r.awaitChangeLocked(ctx, st); err != nil {
+			return err
 		}
-		r.groupsMu.Lock()
 	}
 }
 

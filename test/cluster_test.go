@@ -14,7 +14,6 @@ import (
 	"net/url"
 	"os"
 	"os/exec"
-	osuser "os/user"
 	"path/filepath"
 	"regexp"
 	"sort"
@@ -30,6 +29,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/kiln-run/kiln/executor"
+	"github.com/kiln-run/kiln/internal/testservers"
 )
 
 var clusterFlag = flag.Bool("cluster", false, "run TestCluster: 3 kilnd nodes in network namespaces behind HAProxy, on Postgres and NATS JetStream (make test-cluster)")
@@ -74,7 +74,7 @@ func TestCluster(t *testing.T) {
 	began := time.Now()
 	c := newCluster(t)
 	t.Logf("cluster up in %s: postgres %s, nats %s, haproxy %s, nodes %s",
-		time.Since(began).Round(time.Millisecond), c.pg.addr(), c.natsURL, c.ha.url, c.nodeSummary())
+		time.Since(began).Round(time.Millisecond), c.pg.Addr(), c.natsURL, c.ha.url, c.nodeSummary())
 
 	// Everything is created through node A's own address.
 	a := c.nodes[0]
@@ -194,8 +194,8 @@ func newCluster(t *testing.T) *cluster {
 	// Cleanups run last first: the nodes stop (and drain, writing to the
 	// store and the queue) before Postgres and NATS do.
 	c.pg = startClusterPostgres(t, service, c.net.block())
-	c.natsURL = startClusterNATS(t, service)
-	dsn := c.pg.dsn("kiln")
+	c.natsURL = testservers.StartNATS(t, service)
+	dsn := c.pg.DSN("kiln")
 	for i := 0; i < clusterSize; i++ {
 		k := &kilnd{
 			t:        t,
@@ -1135,128 +1135,20 @@ func clusterFreeBlock(t *testing.T) int {
 	return 0
 }
 
-// clusterPG is a PostgreSQL server of the test's own (as the store tests
-// start one: initdb under a temp dir, run as the postgres user when the
-// test is root), listening on the host side of a namespace's veth.
+// clusterPG is a PostgreSQL server of the test's own
+// (internal/testservers), listening on the host side of a namespace's
+// veth, with the kiln database the nodes share.
 type clusterPG struct {
-	dir    string
-	host   string
-	port   int
-	cmd    *exec.Cmd
-	exited chan struct{}
+	*testservers.Postgres
 
 	mu   sync.Mutex
 	conn *pgx.Conn // on the kiln database, for the test's own queries
 }
 
-func clusterPGBin() (string, error) {
-	if dir := os.Getenv("KILN_PG_BIN"); dir != "" {
-		return dir, nil
-	}
-	found, _ := filepath.Glob("/usr/lib/postgresql/*/bin/postgres")
-	sort.Slice(found, func(i, j int) bool {
-		vi, _ := strconv.Atoi(filepath.Base(filepath.Dir(filepath.Dir(found[i]))))
-		vj, _ := strconv.Atoi(filepath.Base(filepath.Dir(filepath.Dir(found[j]))))
-		return vi > vj
-	})
-	for _, p := range found {
-		if _, err := os.Stat(filepath.Join(filepath.Dir(p), "initdb")); err == nil {
-			return filepath.Dir(p), nil
-		}
-	}
-	if p, err := exec.LookPath("postgres"); err == nil {
-		return filepath.Dir(p), nil
-	}
-	return "", errors.New("no PostgreSQL server binaries (initdb, postgres): scripts/install-deps.sh installs Debian's postgresql, or set KILN_PG_BIN")
-}
-
 func startClusterPostgres(t *testing.T, host, allow string) *clusterPG {
 	t.Helper()
-	bin, err := clusterPGBin()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var cred *syscall.Credential
-	uid, gid := os.Getuid(), os.Getgid()
-	if uid == 0 {
-		u, err := osuser.Lookup("postgres")
-		if err != nil {
-			t.Fatalf("PostgreSQL will not run as root and there is no postgres user to run it as: %v", err)
-		}
-		uid, _ = strconv.Atoi(u.Uid)
-		gid, _ = strconv.Atoi(u.Gid)
-		cred = &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}
-	}
-	// Not t.TempDir: its parents are private to root.
-	dir, err := os.MkdirTemp("", "kiln-cluster-pg-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	if err := os.Chown(dir, uid, gid); err != nil {
-		t.Fatal(err)
-	}
-	s := &clusterPG{dir: dir, host: host}
-	run := func(name string, args ...string) *exec.Cmd {
-		cmd := exec.Command(filepath.Join(bin, name), args...)
-		cmd.Dir = dir
-		cmd.Env = append(os.Environ(), "LC_ALL=C")
-		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred, Setpgid: true, Pdeathsig: syscall.SIGKILL}
-		return cmd
-	}
-	data := filepath.Join(dir, "data")
-	if out, err := run("initdb", "-D", data, "-U", "postgres", "--auth=trust", "--encoding=UTF8", "--locale=C", "--no-sync", "--no-instructions").CombinedOutput(); err != nil {
-		t.Fatalf("initdb: %v\n%s", err, out)
-	}
-	// The nodes connect from their namespaces' addresses.
-	hba, err := os.OpenFile(filepath.Join(data, "pg_hba.conf"), os.O_APPEND|os.O_WRONLY, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, err = fmt.Fprintf(hba, "host all all %s trust\n", allow)
-	hba.Close()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for attempt := 0; ; attempt++ {
-		s.port = freePortOn(t, host)
-		logf, err := os.Create(filepath.Join(dir, "postgres.log"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		s.cmd = run("postgres", "-D", data, "-p", strconv.Itoa(s.port), "-h", host, "-k", dir,
-			"-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off",
-			"-c", "max_connections=200")
-		s.cmd.SysProcAttr.Pdeathsig = syscall.SIGQUIT
-		s.cmd.Stdout, s.cmd.Stderr = logf, logf
-		if err := s.cmd.Start(); err != nil {
-			logf.Close()
-			t.Fatalf("start postgres: %v", err)
-		}
-		logf.Close()
-		exited := make(chan struct{})
-		s.exited = exited
-		cmd := s.cmd
-		go func() { _ = cmd.Wait(); close(exited) }()
-		if err = s.waitReady(30 * time.Second); err == nil {
-			break
-		}
-		s.stop()
-		if attempt == 2 {
-			b, _ := os.ReadFile(filepath.Join(dir, "postgres.log"))
-			t.Fatalf("postgres did not start: %v\n%s", err, b)
-		}
-	}
-	t.Cleanup(s.stop)
-	admin, err := pgx.Connect(context.Background(), s.dsn("postgres"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, err = admin.Exec(context.Background(), "CREATE DATABASE kiln")
-	admin.Close(context.Background())
-	if err != nil {
-		t.Fatalf("create database: %v", err)
-	}
+	s := &clusterPG{Postgres: testservers.StartPostgres(t, host, allow)}
+	s.CreateDatabase(t, "kiln")
 	t.Cleanup(func() {
 		s.mu.Lock()
 		defer s.mu.Unlock()
@@ -1267,33 +1159,6 @@ func startClusterPostgres(t *testing.T, host, allow string) *clusterPG {
 	return s
 }
 
-func (s *clusterPG) addr() string { return net.JoinHostPort(s.host, strconv.Itoa(s.port)) }
-
-func (s *clusterPG) dsn(db string) string {
-	return fmt.Sprintf("postgres://postgres@%s/%s?sslmode=disable", s.addr(), db)
-}
-
-func (s *clusterPG) waitReady(timeout time.Duration) error {
-	deadline := time.Now().Add(timeout)
-	for {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		conn, err := pgx.Connect(ctx, s.dsn("postgres"))
-		cancel()
-		if err == nil {
-			conn.Close(context.Background())
-			return nil
-		}
-		select {
-		case <-s.exited:
-			return fmt.Errorf("postgres exited: %v", s.cmd.ProcessState)
-		case <-time.After(100 * time.Millisecond):
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("not ready after %v: %w", timeout, err)
-		}
-	}
-}
-
 // query runs f on the test's connection to the kiln database.
 func (s *clusterPG) query(f func(*pgx.Conn) error) error {
 	s.mu.Lock()
@@ -1301,101 +1166,13 @@ func (s *clusterPG) query(f func(*pgx.Conn) error) error {
 	if s.conn == nil || s.conn.IsClosed() {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
-		conn, err := pgx.Connect(ctx, s.dsn("kiln"))
+		conn, err := pgx.Connect(ctx, s.DSN("kiln"))
 		if err != nil {
 			return err
 		}
 		s.conn = conn
 	}
 	return f(s.conn)
-}
-
-// stop asks for a fast shutdown by the server's PID; SIGKILL after 30 s.
-func (s *clusterPG) stop() {
-	select {
-	case <-s.exited:
-		return
-	default:
-	}
-	_ = s.cmd.Process.Signal(syscall.SIGINT)
-	select {
-	case <-s.exited:
-	case <-time.After(30 * time.Second):
-		_ = s.cmd.Process.Kill()
-		<-s.exited
-	}
-}
-
-func freePortOn(t *testing.T, host string) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
-}
-
-// startClusterNATS runs nats-server with JetStream on host, its store
-// under a temp dir, and stops it by its PID when the test ends.
-func startClusterNATS(t *testing.T, host string) string {
-	t.Helper()
-	bin, err := exec.LookPath("nats-server")
-	if err != nil {
-		if _, err2 := os.Stat("/usr/sbin/nats-server"); err2 != nil {
-			t.Fatal("nats-server not found: scripts/install-deps.sh installs Debian's nats-server")
-		}
-		bin = "/usr/sbin/nats-server"
-	}
-	dir := t.TempDir()
-	port := freePortOn(t, host)
-	logf, err := os.Create(filepath.Join(dir, "nats.log"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command(bin, "-a", host, "-p", strconv.Itoa(port), "-js", "-sd", filepath.Join(dir, "js"))
-	cmd.Stdout, cmd.Stderr = logf, logf
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		logf.Close()
-		t.Fatal(err)
-	}
-	logf.Close()
-	done := make(chan struct{})
-	go func() { _ = cmd.Wait(); close(done) }()
-	t.Cleanup(func() {
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-done:
-		case <-time.After(10 * time.Second):
-			_ = cmd.Process.Kill()
-			<-done
-		}
-		if t.Failed() {
-			b, _ := os.ReadFile(filepath.Join(dir, "nats.log"))
-			if len(b) > 8000 {
-				b = b[len(b)-8000:]
-			}
-			t.Logf("nats-server log:\n%s", b)
-		}
-	})
-	addr := net.JoinHostPort(host, strconv.Itoa(port))
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		if c, err := net.Dial("tcp", addr); err == nil {
-			c.Close()
-			return "nats://" + addr
-		}
-		select {
-		case <-done:
-			t.Fatalf("nats-server exited: %v", cmd.ProcessState)
-		default:
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("nats-server did not listen on %s", addr)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
 }
 
 // clusterHAProxy is HAProxy with deploy/haproxy.cfg on host loopback.
@@ -1466,7 +1243,7 @@ func startClusterHAProxy(t *testing.T, nodes []*clusterNode) *clusterHAProxy {
 		addrs[n.name] = n.addr
 		checks[n.name] = n.healthChecks()
 	}
-	listen := freePortOn(t, "127.0.0.1")
+	listen := testservers.FreePort(t, "127.0.0.1")
 	dir := t.TempDir()
 	cfg := filepath.Join(dir, "haproxy.cfg")
 	if err := os.WriteFile(cfg, []byte(clusterHAProxyConfig(t, listen, addrs)), 0o644); err != nil {
