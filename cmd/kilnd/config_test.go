@@ -70,3 +70,30 @@ func TestPprofOnlyOnLoopback(t *testing.T) {
 		}
 	}
 }
+
+func TestProcsFor(t *testing.T) {
+	cases := []struct {
+		flag, goDefault int
+		goEnv           string
+		want            int
+	}{
+		{0, 2, "", 1},
+		{0, 1, "", 1},
+		{0, 16, "", 8},
+		{0, 7, "", 3},
+		{0, 4, "4", 4}, // the operator's GOMAXPROCS stands
+		{3, 16, "", 3},
+		{3, 16, "8", 3}, // --procs is the more specific
+	}
+	for _, c := range cases {
+		if got := procsFor(c.flag, c.goDefault, c.goEnv); got != c.want {
+			t.Errorf("procsFor(%d, %d, %q) = %d, want %d", c.flag, c.goDefault, c.goEnv, got, c.want)
+		}
+	}
+	if _, err := parseFlags([]string{"--procs", "-1"}, func(string) string { return "" }); err == nil {
+		t.Error("--procs -1 accepted")
+	}
+	if c, err := parseFlags(nil, func(k string) string { return map[string]string{"KILN_PROCS": "2"}[k] }); err != nil || c.Procs != 2 {
+		t.Errorf("KILN_PROCS=2: %+v %v", c.Procs, err)
+	}
+}

@@ -10,6 +10,7 @@ import (
 	"net/http/pprof"
 	"os"
 	"path/filepath"
+	"runtime"
 	"time"
 
 	"github.com/containerd/containerd"
@@ -251,7 +252,7 @@ func (m *Main) Open(ctx context.Context) error {
 		go func() { _ = m.pprof.Serve(pln) }()
 		m.log.WithField("pprof", pln.Addr().String()).Info("profiler serving")
 	}
-	m.log.WithFields(logrus.Fields{"listen": m.Addr(), "containerd": address, "data_dir": m.cfg.DataDir}).Info("kilnd serving")
+	m.log.WithFields(logrus.Fields{"listen": m.Addr(), "containerd": address, "data_dir": m.cfg.DataDir, "procs": runtime.GOMAXPROCS(0)}).Info("kilnd serving")
 	return nil
 }
 

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"runtime"
 	"syscall"
 	"time"
 )
@@ -22,6 +23,9 @@ func main() {
 		fmt.Fprintln(os.Stderr, "kilnd:", err)
 		os.Exit(2)
 	}
+	// GOMAXPROCS(0) reads Go's own choice (the CPUs, or the cgroup's
+	// limit, or the GOMAXPROCS variable) without changing it.
+	runtime.GOMAXPROCS(procsFor(cfg.Procs, runtime.GOMAXPROCS(0), os.Getenv("GOMAXPROCS")))
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	m := NewMain(cfg)
