@@ -32,7 +32,8 @@ ARG VERSION=dev
 # Static binaries: the runtime image has no Go toolchain and its libc
 # must not matter.
 RUN CGO_ENABLED=0 go build -trimpath -ldflags "-s -w -X main.Version=${VERSION}" -o /out/kilnd ./cmd/kilnd \
- && CGO_ENABLED=0 go build -trimpath -ldflags "-s -w -X main.Version=${VERSION}" -o /out/kiln ./cmd/kiln
+ && CGO_ENABLED=0 go build -trimpath -ldflags "-s -w -X main.Version=${VERSION}" -o /out/kiln ./cmd/kiln \
+ && CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o /out/kiln-init ./cmd/kiln-init
 
 FROM debian:bookworm-slim
 # containerd and runc run the functions; tini is PID 1 because containerd
@@ -42,7 +43,9 @@ RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
       ca-certificates containerd runc tini curl \
  && rm -rf /var/lib/apt/lists/*
-COPY --from=build /out/kilnd /out/kiln /usr/local/bin/
+# kiln-init beside kilnd: functions then get kilnd's FIFOs as their stdio
+# directly, not through the shim's copies.
+COPY --from=build /out/kilnd /out/kiln /out/kiln-init /usr/local/bin/
 # containerd's snapshots must live on a real filesystem: overlayfs cannot
 # stack on the container's own overlay root.
 VOLUME /var/lib/kiln

@@ -12,8 +12,9 @@ FUZZTIME  ?= 60s
 help: ## list the targets
 	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
 
-build: ## build bin/kilnd and bin/kiln
+build: ## build bin/kilnd, bin/kiln-init and bin/kiln
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/kilnd ./cmd/kilnd
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '-s -w' -o $(BIN)/kiln-init ./cmd/kiln-init
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/kiln ./cmd/kiln
 
 run: ## install containerd+runc if missing, build, deploy the example, run kilnd in the foreground

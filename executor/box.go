@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -96,6 +97,10 @@ func (r *Runtime) createOnce(ctx context.Context, f *Function, kind string, extr
 	} else {
 		r.joinShim(id)
 	}
+	direct := r.cfg.InitPath != ""
+	if direct {
+		opts = append(opts, withDirectStdio(r.cfg.InitPath, filepath.Join(r.cfg.FIFODir, id)))
+	}
 	container, err := r.client.NewContainer(ctx, id,
 		containerd.WithImage(img),
 		containerd.WithSnapshotter(r.cfg.Snapshotter),
@@ -118,7 +123,7 @@ func (r *Runtime) createOnce(ctx context.Context, f *Function, kind string, extr
 		}
 	}()
 
-	b.io, err = openStdio(r.cfg.FIFODir, id)
+	b.io, err = openStdio(r.cfg.FIFODir, id, direct)
 	if err != nil {
 		return nil, err
 	}

@@ -52,11 +52,14 @@ func (r *Runtime) RunCold(ctx context.Context, f *Function, req *protocol.Reques
 		deadline, _ := ctx.Deadline()
 		_ = b.io.stdin.SetWriteDeadline(deadline)
 		_, err := b.io.stdin.Write(req.Body)
-		// Closing our end is not EOF for the function: the shim holds a
-		// write end of its own until told to close it.
+		// Closing our end is EOF for the function only with direct stdio;
+		// otherwise the shim holds a write end of its own until told to
+		// close it.
 		b.closeStdin()
-		if cerr := b.task.CloseIO(r.ctx(context.WithoutCancel(ctx)), containerd.WithStdinCloser); cerr != nil && err == nil {
-			err = cerr
+		if b.io.directDir == "" {
+			if cerr := b.task.CloseIO(r.ctx(context.WithoutCancel(ctx)), containerd.WithStdinCloser); cerr != nil && err == nil {
+				err = cerr
+			}
 		}
 		stdinDone <- err
 	}()

@@ -56,6 +56,11 @@ type Config struct {
 	MaxStream int64
 	// StopGrace is how long a container gets between SIGTERM and SIGKILL.
 	StopGrace time.Duration
+	// InitPath is kiln-init on this host (cmd/kiln-init). Set, containers
+	// get direct stdio: the function reads and writes kiln's FIFOs itself
+	// instead of through copies the shim makes, two process hops fewer per
+	// call. Empty, the shim copies.
+	InitPath string
 	// GroupShims makes the containers of one fn share a shim process,
 	// shimGroupSize to a shim (see shimgroup.go).
 	GroupShims bool
@@ -139,6 +144,11 @@ func New(cfg Config) (*Runtime, error) {
 	}
 	if err := os.MkdirAll(cfg.FIFODir, 0o700); err != nil {
 		return nil, fmt.Errorf("executor: fifo dir: %w", err)
+	}
+	if cfg.InitPath != "" {
+		if fi, err := os.Stat(cfg.InitPath); err != nil || !fi.Mode().IsRegular() || fi.Mode().Perm()&0o111 == 0 {
+			return nil, fmt.Errorf("executor: kiln-init %s is not an executable file (%v)", cfg.InitPath, err)
+		}
 	}
 	if cfg.SocketDir == "" {
 		cfg.SocketDir = filepath.Join(filepath.Dir(cfg.FIFODir), "sock")

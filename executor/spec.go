@@ -2,6 +2,7 @@ package executor
 
 import (
 	"context"
+	"fmt"
 	"sort"
 	"strconv"
 
@@ -10,6 +11,8 @@ import (
 	"github.com/containerd/containerd/contrib/seccomp"
 	"github.com/containerd/containerd/oci"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+
+	"github.com/kiln-run/kiln/errdefs"
 )
 
 // Function is what the executor needs to know about a fn to run it.
@@ -144,6 +147,32 @@ func withMemoryNoSwap(limit int64) oci.SpecOpts {
 		s.Linux.Resources.Memory.Limit = &limit
 		swap := limit
 		s.Linux.Resources.Memory.Swap = &swap
+		return nil
+	}
+}
+
+// Where kiln-init and the stdio FIFOs appear in a container with direct
+// stdio (Config.InitPath). Under a dir of kiln's own, which no image has:
+// runc makes the mount points before it makes the root read-only.
+const (
+	initMount  = "/.kiln/init"
+	stdioMount = "/.kiln/stdio"
+)
+
+// withDirectStdio runs the container's command through kiln-init, which
+// takes the FIFOs in dir (bind-mounted at stdioMount) as its stdio and
+// execs the command; see cmd/kiln-init. It goes last: it wraps the
+// command the other options settled on.
+func withDirectStdio(initPath, dir string) oci.SpecOpts {
+	return func(_ context.Context, _ oci.Client, _ *containers.Container, s *specs.Spec) error {
+		if s.Process == nil || len(s.Process.Args) == 0 {
+			return fmt.Errorf("%w: the image names no command to run", errdefs.ErrInvalid)
+		}
+		s.Process.Args = append([]string{initMount, stdioMount, "--"}, s.Process.Args...)
+		s.Mounts = append(s.Mounts,
+			specs.Mount{Destination: initMount, Type: "bind", Source: initPath, Options: []string{"rbind", "ro", "nosuid", "nodev"}},
+			specs.Mount{Destination: stdioMount, Type: "bind", Source: dir, Options: []string{"rbind", "rw", "nosuid", "nodev", "noexec"}},
+		)
 		return nil
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"sync"
 	"syscall"
 
@@ -29,11 +30,23 @@ import (
 // non-blocking read end would report EOF before the shim opens its write
 // end. Their reads end when the shim closes the write end, which it does
 // when the process exits or the task is deleted.
+//
+// With direct stdio (Config.InitPath) the FIFOs are not the shim's: they
+// sit in a dir of their own that is bind-mounted into the container, where
+// kiln-init opens them as the function's stdio; the task itself gets
+// none. Nothing else changes for kiln's ends.
 type stdio struct {
-	set    *cio.FIFOSet
-	stdin  *os.File
-	stdout io.ReadCloser
-	stderr io.ReadCloser
+	set *cio.FIFOSet
+	// directDir is the dir mounted into the container with direct stdio;
+	// empty otherwise.
+	directDir string
+	// stdinHold is a read end of stdin kiln keeps with direct stdio. A
+	// FIFO's buffer is dropped when its last fd closes: a cold call's body,
+	// written and closed before kiln-init opened the FIFO, would be lost.
+	stdinHold *os.File
+	stdin     *os.File
+	stdout    io.ReadCloser
+	stderr    io.ReadCloser
 
 	closeOnce sync.Once
 	closeErr  error
@@ -41,22 +54,39 @@ type stdio struct {
 
 var _ cio.IO = (*stdio)(nil)
 
-func openStdio(dir, id string) (_ *stdio, retErr error) {
-	set, err := cio.NewFIFOSetInDir(dir, id, false)
-	if err != nil {
-		return nil, fmt.Errorf("fifos for %q: %w", id, err)
+func openStdio(dir, id string, direct bool) (_ *stdio, retErr error) {
+	var set *cio.FIFOSet
+	var directDir string
+	if direct {
+		var err error
+		if set, directDir, err = directFIFOSet(dir, id); err != nil {
+			return nil, err
+		}
+	} else {
+		var err error
+		if set, err = cio.NewFIFOSetInDir(dir, id, false); err != nil {
+			return nil, fmt.Errorf("fifos for %q: %w", id, err)
+		}
 	}
-	s := &stdio{set: set}
+	s := &stdio{set: set, directDir: directDir}
+	var err error
 	defer func() {
 		if retErr != nil {
 			_ = s.Close()
 		}
 	}()
-	if err := syscall.Mkfifo(set.Stdin, 0o600); err != nil && !errors.Is(err, os.ErrExist) {
-		return nil, fmt.Errorf("stdin fifo for %q: %w", id, err)
+	if !direct {
+		if err := syscall.Mkfifo(set.Stdin, 0o600); err != nil && !errors.Is(err, os.ErrExist) {
+			return nil, fmt.Errorf("stdin fifo for %q: %w", id, err)
+		}
 	}
 	if s.stdin, err = os.OpenFile(set.Stdin, os.O_RDWR|syscall.O_NONBLOCK, 0); err != nil {
 		return nil, fmt.Errorf("open stdin fifo for %q: %w", id, err)
+	}
+	if direct {
+		if s.stdinHold, err = os.OpenFile(set.Stdin, os.O_RDONLY|syscall.O_NONBLOCK, 0); err != nil {
+			return nil, fmt.Errorf("open stdin fifo for %q: %w", id, err)
+		}
 	}
 	// The FIFOs outlive the call that created the container, so they open
 	// on a context of their own.
@@ -69,8 +99,44 @@ func openStdio(dir, id string) (_ *stdio, retErr error) {
 	return s, nil
 }
 
-// Config is the FIFO paths the shim opens.
-func (s *stdio) Config() cio.Config { return s.set.Config }
+// Config is the FIFO paths the shim opens: none with direct stdio, where
+// the process gets /dev/null from the shim until kiln-init replaces it.
+func (s *stdio) Config() cio.Config {
+	if s.directDir != "" {
+		return cio.Config{}
+	}
+	return s.set.Config
+}
+
+// directFIFOSet makes dir/id holding FIFOs named stdin, stdout and stderr
+// that the container's user can open: the dir is bind-mounted into that
+// container alone, and dir itself (0700) keeps everyone else on the host
+// out.
+func directFIFOSet(dir, id string) (*cio.FIFOSet, string, error) {
+	root := filepath.Join(dir, id)
+	if err := os.MkdirAll(root, 0o700); err != nil {
+		return nil, "", fmt.Errorf("fifo dir for %q: %w", id, err)
+	}
+	cleanup := func() error { return os.RemoveAll(root) }
+	cfg := cio.Config{Stdin: filepath.Join(root, "stdin"), Stdout: filepath.Join(root, "stdout"), Stderr: filepath.Join(root, "stderr")}
+	for _, p := range []string{cfg.Stdin, cfg.Stdout, cfg.Stderr} {
+		if err := syscall.Mkfifo(p, 0o600); err != nil && !errors.Is(err, os.ErrExist) {
+			_ = cleanup()
+			return nil, "", fmt.Errorf("fifo %s: %w", p, err)
+		}
+		// Mkfifo's mode is cut by the umask; the function may run as any
+		// user.
+		if err := os.Chmod(p, 0o666); err != nil {
+			_ = cleanup()
+			return nil, "", err
+		}
+	}
+	if err := os.Chmod(root, 0o755); err != nil {
+		_ = cleanup()
+		return nil, "", err
+	}
+	return cio.NewFIFOSet(cfg, cleanup), root, nil
+}
 
 // Cancel and Wait are no-ops: kiln copies nothing in the background, its
 // readers are the hot instance's own goroutines.
@@ -92,6 +158,9 @@ func (s *stdio) Close() error {
 	s.closeOnce.Do(func() {
 		var errs []error
 		s.closeStdin()
+		if s.stdinHold != nil {
+			_ = s.stdinHold.Close()
+		}
 		for _, c := range []io.Closer{s.stdout, s.stderr} {
 			if c != nil {
 				if err := c.Close(); err != nil {

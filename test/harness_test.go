@@ -80,7 +80,7 @@ func setup(root string) error {
 	ctx := context.Background()
 	start := time.Now()
 	bin := filepath.Join(root, "bin")
-	for name, pkg := range map[string]string{"kilnd": "./cmd/kilnd", "kiln": "./cmd/kiln"} {
+	for name, pkg := range map[string]string{"kilnd": "./cmd/kilnd", "kiln": "./cmd/kiln", "kiln-init": "./cmd/kiln-init"} {
 		cmd := exec.Command("go", "build", "-o", filepath.Join(bin, name), pkg)
 		cmd.Dir = repoRoot()
 		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")

@@ -30,9 +30,12 @@ type Config struct {
 	MaxStream       int64
 	ShutdownTimeout time.Duration
 	GroupShims      bool
-	CallLogCap      int
-	CallsPerFn      int
-	CallMaxAge      time.Duration
+	// KilnInit is kiln-init's path, "" to look for it beside kilnd's own
+	// executable, "off" to let the shim copy stdio (kilnInitPath).
+	KilnInit   string
+	CallLogCap int
+	CallsPerFn int
+	CallMaxAge time.Duration
 	// InsecureRegistries are pulled from over plain HTTP.
 	InsecureRegistries []string
 	// RegistryConfig is a docker config.json with registry credentials.
@@ -131,6 +134,7 @@ func parseFlags(args []string, getenv func(string) string) (Config, error) {
 	// On by default: a shim costs ~2.5 MB and some CPU per call; kiln now
 	// makes sure a group's shim exits with its last container, which under
 	// crash churn it once did not (executor/shimgroup.go, docs/SOAK.md).
+	fs.StringVar(&c.KilnInit, "kiln-init", env("KILN_INIT", ""), "kiln-init binary that gives functions kilnd's FIFOs as their stdio directly; empty: kiln-init beside kilnd if it is there; off: the shim copies stdio (KILN_INIT)")
 	fs.BoolVar(&c.GroupShims, "group-shims", env("KILN_GROUP_SHIMS", "true") == "true", "containers of one fn share shim processes, 16 to a shim (KILN_GROUP_SHIMS)")
 	fs.BoolVar(&c.AllowHostNetwork, "allow-host-network", env("KILN_ALLOW_HOST_NETWORK", "") == "true", "let fns annotated kiln.io/network=host use the node's network (KILN_ALLOW_HOST_NETWORK)")
 	fs.IntVar(&c.AsyncConcurrency, "async-concurrency", int(envNum("KILN_ASYNC_CONCURRENCY", calls.DefaultAsyncConcurrency)), "detached calls run at once, a bounded share so sync calls are not starved (KILN_ASYNC_CONCURRENCY)")
@@ -200,4 +204,32 @@ func procsFor(flagProcs, goDefault int, goEnv string) int {
 		return goDefault
 	}
 	return max(1, goDefault/2)
+}
+
+// kilnInitPath resolves --kiln-init. Beside kilnd is where make build, the
+// Dockerfile and the test harness put it; when it is not there kilnd
+// still works, with the shim copying stdio (a hop slower per call).
+func kilnInitPath(flagValue string, executable func() (string, error)) (string, error) {
+	switch flagValue {
+	case "off":
+		return "", nil
+	case "":
+		self, err := executable()
+		if err != nil {
+			return "", nil
+		}
+		p := filepath.Join(filepath.Dir(self), "kiln-init")
+		if fi, err := os.Stat(p); err == nil && fi.Mode().IsRegular() {
+			return p, nil
+		}
+		return "", nil
+	}
+	p, err := filepath.Abs(flagValue)
+	if err != nil {
+		return "", fmt.Errorf("--kiln-init %q: %w", flagValue, err)
+	}
+	if fi, err := os.Stat(p); err != nil || !fi.Mode().IsRegular() {
+		return "", fmt.Errorf("--kiln-init %q: not a file (%v)", flagValue, err)
+	}
+	return p, nil
 }

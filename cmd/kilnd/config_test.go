@@ -1,6 +1,8 @@
 package main
 
 import (
+	"os"
+	"path/filepath"
 	"testing"
 	"time"
 )
@@ -95,5 +97,30 @@ func TestProcsFor(t *testing.T) {
 	}
 	if c, err := parseFlags(nil, func(k string) string { return map[string]string{"KILN_PROCS": "2"}[k] }); err != nil || c.Procs != 2 {
 		t.Errorf("KILN_PROCS=2: %+v %v", c.Procs, err)
+	}
+}
+
+func TestKilnInitPath(t *testing.T) {
+	dir := t.TempDir()
+	self := filepath.Join(dir, "kilnd")
+	exe := func() (string, error) { return self, nil }
+	if p, err := kilnInitPath("", exe); err != nil || p != "" {
+		t.Errorf("no kiln-init beside kilnd: %q %v, want none (the shim copies)", p, err)
+	}
+	beside := filepath.Join(dir, "kiln-init")
+	if err := os.WriteFile(beside, []byte("x"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if p, err := kilnInitPath("", exe); err != nil || p != beside {
+		t.Errorf("kiln-init beside kilnd: %q %v", p, err)
+	}
+	if p, err := kilnInitPath("off", exe); err != nil || p != "" {
+		t.Errorf("off: %q %v", p, err)
+	}
+	if p, err := kilnInitPath(beside, exe); err != nil || p != beside {
+		t.Errorf("explicit path: %q %v", p, err)
+	}
+	if _, err := kilnInitPath(filepath.Join(dir, "missing"), exe); err == nil {
+		t.Error("a missing --kiln-init was accepted")
 	}
 }

@@ -97,6 +97,13 @@ func (m *Main) Open(ctx context.Context) error {
 		return fmt.Errorf("connect to containerd at %s: %w", address, err)
 	}
 	m.client = client
+	initPath, err := kilnInitPath(m.cfg.KilnInit, os.Executable)
+	if err != nil {
+		return err
+	}
+	if initPath == "" {
+		m.log.Info("kiln-init not found beside kilnd (or --kiln-init=off): the shim copies functions' stdio")
+	}
 	m.runtime, err = executor.New(executor.Config{
 		Client:     client,
 		Namespace:  m.cfg.Namespace,
@@ -106,6 +113,7 @@ func (m *Main) Open(ctx context.Context) error {
 		MaxBody:    m.cfg.MaxBody,
 		MaxStream:  m.cfg.MaxStream,
 		GroupShims: m.cfg.GroupShims,
+		InitPath:   initPath,
 		Logger:     m.log,
 
 		InsecureRegistries: m.cfg.InsecureRegistries,
