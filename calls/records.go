@@ -130,9 +130,12 @@ func (r *recorder) open() {
 }
 
 // start makes a running sync call visible without writing it anywhere.
-func (r *recorder) start(c *store.Call) {
+// It returns the call's key for put.
+func (r *recorder) start(c *store.Call) string {
 	cp := *c
-	r.live.Store(liveKey(c), &cp)
+	key := liveKey(c)
+	r.live.Store(key, &cp)
+	return key
 }
 
 // inFlight returns a sync call that is running or not yet flushed.
@@ -145,10 +148,10 @@ func (r *recorder) inFlight(fnID, callID string) (*store.Call, bool) {
 }
 
 // put queues a copy of c (the caller may keep changing its own) for the
-// store, replacing what start showed once it is written.
-func (r *recorder) put(c *store.Call, log *callLog) {
+// store, replacing what start showed under key once it is written.
+func (r *recorder) put(key string, c *store.Call, log *callLog) {
 	cp := *c
-	it := recordItem{key: liveKey(c), call: &cp, log: log}
+	it := recordItem{key: key, call: &cp, log: log}
 	r.live.Store(it.key, &cp)
 	r.mu.RLock()
 	if r.running && !r.closed {

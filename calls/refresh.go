@@ -64,3 +64,12 @@ func (s *Service) RefreshApp(ctx context.Context, appID string) {
 		opts.Cursor = next
 	}
 }
+
+// noteKey records the pool key t's containers run under, for refresh. A
+// store into sync.Map allocates even when the value is the same, and the
+// key changes only when the fn does: every call comes through here.
+func (s *Service) noteKey(t *Target) {
+	if old, ok := s.keys.Load(t.Fn.ID); !ok || old != t.key {
+		s.keys.Store(t.Fn.ID, t.key)
+	}
+}

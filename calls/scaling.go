@@ -107,7 +107,7 @@ func (s *Service) warm(t *Target, spec pool.Spec[Instance]) error {
 	s.warmKeys.Store(t.Fn.ID, spec.Key)
 	s.warmCounts.Store(t.Fn.ID, n)
 	// Its containers now exist without a call: Refresh must know them.
-	s.keys.Store(t.Fn.ID, t.key)
+	s.noteKey(t)
 	return nil
 }
 

@@ -47,7 +47,7 @@ func (s *Service) Call(ctx context.Context, t *Target, req *protocol.Request) (*
 	c := &syncCall{s: s, t: t, id: req.CallID, start: start, cancel: cancel,
 		logs: s.newCallLog(t, req.CallID)}
 	c.rec = &store.Call{ID: req.CallID, FnID: t.Fn.ID, AppID: t.App.ID, Status: store.CallRunning, CreatedAt: start, StartedAt: &start}
-	s.records.start(c.rec)
+	c.recKey = s.records.start(c.rec)
 	resp, err := s.execute(ctx, t, req, c.logs)
 	if err == nil && resp.Stream != nil {
 		c.stream = resp.Stream
@@ -65,6 +65,7 @@ type syncCall struct {
 	id     string
 	start  time.Time
 	rec    *store.Call
+	recKey string
 	logs   *callLog
 	cancel context.CancelFunc
 
@@ -92,7 +93,7 @@ func (c *syncCall) finish(err error) error {
 			err = callError(t.Fn, err)
 			c.rec.Status, c.rec.Error = callStatus(err), err.Error()
 		}
-		s.records.put(c.rec, c.logs)
+		s.records.put(c.recKey, c.rec, c.logs)
 		s.mx.ObserveCall(t.App.Name, t.Fn.Name, c.rec.Status, end.Sub(c.start))
 		if c.stream != nil {
 			s.mx.ObserveStream(t.App.Name, t.Fn.Name, c.firstByte, c.bytes)
@@ -173,7 +174,7 @@ func (s *Service) execute(ctx context.Context, t *Target, req *protocol.Request,
 	if err != nil {
 		return nil, poolError(err)
 	}
-	s.keys.Store(t.Fn.ID, t.key)
+	s.noteKey(t)
 	resp, err := lease.Instance().Call(ctx, req, logs)
 	if err != nil {
 		// Whatever failed, the container's stream may be out of step
