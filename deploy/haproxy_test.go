@@ -19,27 +19,14 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/kiln-run/kiln/internal/testservers"
 )
 
 const haproxyCfg = "deploy/haproxy.cfg"
 
 // The node names deploy/haproxy.cfg and the cluster compose file agree on.
 var clusterNodes = []string{"kilnd1", "kilnd2", "kilnd3"}
-
-// requireHAProxy fails, not skips, like requirePromtool: a check that
-// quietly does not run looks the same as one that passed. Debian puts
-// haproxy in /usr/sbin, which a non-root PATH may lack.
-func requireHAProxy(t *testing.T) string {
-	t.Helper()
-	if p, err := exec.LookPath("haproxy"); err == nil {
-		return p
-	}
-	if _, err := os.Stat("/usr/sbin/haproxy"); err == nil {
-		return "/usr/sbin/haproxy"
-	}
-	t.Fatal("haproxy is not installed: run scripts/install-deps.sh (it installs Debian's haproxy package, 2.6)")
-	return ""
-}
 
 // haproxySection is one section of an HAProxy config: its header
 // ("backend kiln_calls") and its directives with comments stripped.
@@ -125,7 +112,7 @@ func haproxyDuration(s string) (time.Duration, error) {
 // checks the choices the cluster relies on, which a valid config does not
 // imply.
 func TestHAProxyConfig(t *testing.T) {
-	bin := requireHAProxy(t)
+	bin := testservers.HAProxyBin(t)
 	file := filepath.Join(repoRoot(t), filepath.FromSlash(haproxyCfg))
 	out, err := exec.Command(bin, "-c", "-f", file).CombinedOutput()
 	if err != nil {
@@ -353,65 +340,6 @@ func (l *lockedBuffer) String() string {
 	return l.b.String()
 }
 
-// haproxyForTest is deploy/haproxy.cfg with its bind and server addresses
-// replaced by loopback ones; every other line is the file's.
-func haproxyForTest(t *testing.T, listen int, nodes map[string]int) string {
-	t.Helper()
-	src := readRepoFile(t, haproxyCfg)
-	binds := 0
-	src = regexp.MustCompile(`(?m)^(\s+bind\s+)\S+`).ReplaceAllStringFunc(src, func(m string) string {
-		binds++
-		return regexp.MustCompile(`\S+$`).ReplaceAllString(m, fmt.Sprintf("127.0.0.1:%d", listen))
-	})
-	if binds != 1 {
-		t.Fatalf("%s: %d bind lines, want 1", haproxyCfg, binds)
-	}
-	servers := 0
-	var missing []string
-	src = regexp.MustCompile(`(?m)^(\s+server\s+(\S+)\s+)\S+`).ReplaceAllStringFunc(src, func(m string) string {
-		f := strings.Fields(m)
-		port, ok := nodes[f[1]]
-		if !ok {
-			missing = append(missing, f[1])
-			return m
-		}
-		servers++
-		return regexp.MustCompile(`\S+$`).ReplaceAllString(m, fmt.Sprintf("127.0.0.1:%d", port))
-	})
-	if len(missing) > 0 || servers != 2*len(nodes) {
-		t.Fatalf("%s: servers %v not among the stand-ins, %d server lines rewritten (want %d)", haproxyCfg, missing, servers, 2*len(nodes))
-	}
-	// The resolvers would open sockets to this machine's name servers
-	// (they query none: the test's addresses are IPs). Tests keep to
-	// loopback, so they get one there where nothing answers.
-	resolv := regexp.MustCompile(`(?m)^(\s+)parse-resolv-conf\s*$`)
-	if n := len(resolv.FindAllString(src, -1)); n != 1 {
-		t.Fatalf("%s: %d parse-resolv-conf lines, want 1", haproxyCfg, n)
-	}
-	src = resolv.ReplaceAllString(src, fmt.Sprintf("${1}nameserver loopback 127.0.0.1:%d", freeUDPPort(t)))
-	return src
-}
-
-func freeUDPPort(t *testing.T) int {
-	t.Helper()
-	c, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	return c.LocalAddr().(*net.UDPAddr).Port
-}
-
-func freePort(t *testing.T) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
-}
-
 // result of one request through HAProxy.
 type result struct {
 	status int
@@ -483,17 +411,17 @@ func waitFor(t *testing.T, what string, limit time.Duration, cond func() bool) t
 // its fns move), a request a node has received is not retried elsewhere,
 // and a connection a node refuses is.
 func TestHAProxyPlacement(t *testing.T) {
-	bin := requireHAProxy(t)
+	bin := testservers.HAProxyBin(t)
 	nodes := map[string]*standIn{}
-	ports := map[string]int{}
+	addrs := map[string]string{}
 	for _, name := range clusterNodes {
 		nodes[name] = startStandIn(t, name)
-		ports[name] = nodes[name].port()
+		addrs[name] = fmt.Sprintf("127.0.0.1:%d", nodes[name].port())
 	}
-	listen := freePort(t)
+	listen := testservers.FreePort(t, "127.0.0.1")
 	dir := t.TempDir()
 	cfg := filepath.Join(dir, "haproxy.cfg")
-	if err := os.WriteFile(cfg, []byte(haproxyForTest(t, listen, ports)), 0o644); err != nil {
+	if err := os.WriteFile(cfg, []byte(testservers.HAProxyConfig(t, readRepoFile(t, haproxyCfg), fmt.Sprintf("127.0.0.1:%d", listen), addrs)), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	logs := &lockedBuffer{}

@@ -1181,62 +1181,9 @@ type clusterHAProxy struct {
 	log *haLog
 }
 
-// clusterHAProxyConfig is deploy/haproxy.cfg with its bind on loopback,
-// its servers at the nodes' addresses and its resolvers pointed at a
-// loopback port where nothing answers (the addresses are IPs); every other
-// line is the file's (deploy/haproxy_test.go does the same).
-func clusterHAProxyConfig(t *testing.T, listen int, nodes map[string]string) string {
-	t.Helper()
-	b, err := os.ReadFile(filepath.Join(repoRoot(), "deploy", "haproxy.cfg"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	src := string(b)
-	binds := 0
-	src = regexp.MustCompile(`(?m)^(\s+bind\s+)\S+`).ReplaceAllStringFunc(src, func(m string) string {
-		binds++
-		return regexp.MustCompile(`\S+$`).ReplaceAllString(m, fmt.Sprintf("127.0.0.1:%d", listen))
-	})
-	if binds != 1 {
-		t.Fatalf("deploy/haproxy.cfg: %d bind lines, want 1", binds)
-	}
-	servers := 0
-	var missing []string
-	src = regexp.MustCompile(`(?m)^(\s+server\s+(\S+)\s+)\S+`).ReplaceAllStringFunc(src, func(m string) string {
-		f := strings.Fields(m)
-		addr, ok := nodes[f[1]]
-		if !ok {
-			missing = append(missing, f[1])
-			return m
-		}
-		servers++
-		return regexp.MustCompile(`\S+$`).ReplaceAllString(m, addr)
-	})
-	if len(missing) > 0 || servers != 2*len(nodes) {
-		t.Fatalf("deploy/haproxy.cfg: servers %v not among the nodes, %d server lines rewritten (want %d)", missing, servers, 2*len(nodes))
-	}
-	resolv := regexp.MustCompile(`(?m)^(\s+)parse-resolv-conf\s*$`)
-	if n := len(resolv.FindAllString(src, -1)); n != 1 {
-		t.Fatalf("deploy/haproxy.cfg: %d parse-resolv-conf lines, want 1", n)
-	}
-	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	udp := pc.LocalAddr().(*net.UDPAddr).Port
-	pc.Close()
-	return resolv.ReplaceAllString(src, fmt.Sprintf("${1}nameserver loopback 127.0.0.1:%d", udp))
-}
-
 func startClusterHAProxy(t *testing.T, nodes []*clusterNode) *clusterHAProxy {
 	t.Helper()
-	bin, err := exec.LookPath("haproxy")
-	if err != nil {
-		if _, err2 := os.Stat("/usr/sbin/haproxy"); err2 != nil {
-			t.Fatal("haproxy not found: scripts/install-deps.sh installs Debian's haproxy")
-		}
-		bin = "/usr/sbin/haproxy"
-	}
+	bin := testservers.HAProxyBin(t)
 	addrs := map[string]string{}
 	checks := map[string]float64{}
 	for _, n := range nodes {
@@ -1246,7 +1193,11 @@ func startClusterHAProxy(t *testing.T, nodes []*clusterNode) *clusterHAProxy {
 	listen := testservers.FreePort(t, "127.0.0.1")
 	dir := t.TempDir()
 	cfg := filepath.Join(dir, "haproxy.cfg")
-	if err := os.WriteFile(cfg, []byte(clusterHAProxyConfig(t, listen, addrs)), 0o644); err != nil {
+	src, err := os.ReadFile(filepath.Join(repoRoot(), "deploy", "haproxy.cfg"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(cfg, []byte(testservers.HAProxyConfig(t, string(src), fmt.Sprintf("127.0.0.1:%d", listen), addrs)), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	h := &clusterHAProxy{url: fmt.Sprintf("http://127.0.0.1:%d", listen), log: newHALog()}
