@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -97,9 +96,12 @@ func (r *Runtime) createOnce(ctx context.Context, f *Function, kind string, extr
 	} else {
 		r.joinShim(id)
 	}
-	direct := r.cfg.InitPath != ""
-	if direct {
-		opts = append(opts, withDirectStdio(r.cfg.InitPath, filepath.Join(r.cfg.FIFODir, id)))
+	// With direct stdio the container's FIFOs sit in a dir of its own,
+	// named in the spec now and made by openStdio below.
+	var directDir string
+	if r.cfg.InitPath != "" {
+		directDir = r.fifoSetDir(id)
+		opts = append(opts, withDirectStdio(r.cfg.InitPath, directDir))
 	}
 	container, err := r.client.NewContainer(ctx, id,
 		containerd.WithImage(img),
@@ -123,7 +125,7 @@ func (r *Runtime) createOnce(ctx context.Context, f *Function, kind string, extr
 		}
 	}()
 
-	b.io, err = openStdio(r.cfg.FIFODir, id, direct)
+	b.io, err = openStdio(r.cfg.FIFODir, id, directDir)
 	if err != nil {
 		return nil, err
 	}

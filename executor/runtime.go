@@ -272,4 +272,5 @@ func sanitizeID(s string, max int) string {
 	return string(out)
 }
 
+// fifoSetDir is where a container with direct stdio has its FIFOs.
 func (r *Runtime) fifoSetDir(id string) string { return filepath.Join(r.cfg.FIFODir, id) }

@@ -54,12 +54,14 @@ type stdio struct {
 
 var _ cio.IO = (*stdio)(nil)
 
-func openStdio(dir, id string, direct bool) (_ *stdio, retErr error) {
+// openStdio makes and opens a container's FIFOs: in dir, for the shim to
+// copy, or, when directDir is set, there for kiln-init to open.
+func openStdio(dir, id, directDir string) (_ *stdio, retErr error) {
 	var set *cio.FIFOSet
-	var directDir string
+	direct := directDir != ""
 	if direct {
 		var err error
-		if set, directDir, err = directFIFOSet(dir, id); err != nil {
+		if set, err = directFIFOSet(directDir); err != nil {
 			return nil, err
 		}
 	} else {
@@ -108,34 +110,33 @@ func (s *stdio) Config() cio.Config {
 	return s.set.Config
 }
 
-// directFIFOSet makes dir/id holding FIFOs named stdin, stdout and stderr
-// that the container's user can open: the dir is bind-mounted into that
-// container alone, and dir itself (0700) keeps everyone else on the host
-// out.
-func directFIFOSet(dir, id string) (*cio.FIFOSet, string, error) {
-	root := filepath.Join(dir, id)
+// directFIFOSet makes root holding FIFOs named stdin, stdout and stderr
+// that the container's user can open: root is bind-mounted into that
+// container alone, and the FIFO dir it sits in (0700) keeps everyone else
+// on the host out.
+func directFIFOSet(root string) (*cio.FIFOSet, error) {
 	if err := os.MkdirAll(root, 0o700); err != nil {
-		return nil, "", fmt.Errorf("fifo dir for %q: %w", id, err)
+		return nil, fmt.Errorf("fifo dir: %w", err)
 	}
 	cleanup := func() error { return os.RemoveAll(root) }
 	cfg := cio.Config{Stdin: filepath.Join(root, "stdin"), Stdout: filepath.Join(root, "stdout"), Stderr: filepath.Join(root, "stderr")}
 	for _, p := range []string{cfg.Stdin, cfg.Stdout, cfg.Stderr} {
 		if err := syscall.Mkfifo(p, 0o600); err != nil && !errors.Is(err, os.ErrExist) {
 			_ = cleanup()
-			return nil, "", fmt.Errorf("fifo %s: %w", p, err)
+			return nil, fmt.Errorf("fifo %s: %w", p, err)
 		}
 		// Mkfifo's mode is cut by the umask; the function may run as any
 		// user.
 		if err := os.Chmod(p, 0o666); err != nil {
 			_ = cleanup()
-			return nil, "", err
+			return nil, err
 		}
 	}
 	if err := os.Chmod(root, 0o755); err != nil {
 		_ = cleanup()
-		return nil, "", err
+		return nil, err
 	}
-	return cio.NewFIFOSet(cfg, cleanup), root, nil
+	return cio.NewFIFOSet(cfg, cleanup), nil
 }
 
 // Cancel and Wait are no-ops: kiln copies nothing in the background, its

@@ -36,7 +36,7 @@ func TestWithDirectStdioWrapsTheCommand(t *testing.T) {
 
 func TestDirectStdioFIFOs(t *testing.T) {
 	dir := t.TempDir()
-	s, err := openStdio(dir, "c1", true)
+	s, err := openStdio(dir, "c1", filepath.Join(dir, "c1"))
 	if err != nil {
 		t.Fatal(err)
 	}
