@@ -127,11 +127,7 @@ func (c *cli) appsUpdateCmd() *cobra.Command {
 			if cfg == nil && ann == nil {
 				return fmt.Errorf("nothing to update: give --config KEY=VALUE or --annotation KEY=VALUE")
 			}
-			cl, err := c.client()
-			if err != nil {
-				return err
-			}
-			app, _, err := cl.appByName(cmd.Context(), args[0])
+			cl, app, err := c.clientForApp(cmd.Context(), args[0])
 			if err != nil {
 				return err
 			}
@@ -164,11 +160,7 @@ func (c *cli) appsDeleteCmd() *cobra.Command {
 		Args:              cobra.ExactArgs(1),
 		ValidArgsFunction: c.completeAppFn(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			cl, err := c.client()
-			if err != nil {
-				return err
-			}
-			app, _, err := cl.appByName(cmd.Context(), args[0])
+			cl, app, err := c.clientForApp(cmd.Context(), args[0])
 			if err != nil {
 				return err
 			}

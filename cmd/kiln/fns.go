@@ -196,11 +196,7 @@ func (c *cli) fnsCreateCmd() *cobra.Command {
 			case f.format == "default":
 				fmt.Fprintln(c.stderr, "kiln: format default starts a container per call; a hot format (json-http, http-stream) keeps one warm")
 			}
-			cl, err := c.client()
-			if err != nil {
-				return err
-			}
-			app, _, err := cl.appByName(cmd.Context(), args[0])
+			cl, app, err := c.clientForApp(cmd.Context(), args[0])
 			if err != nil {
 				return err
 			}
@@ -227,11 +223,7 @@ func (c *cli) fnsListCmd() *cobra.Command {
 		Args:              cobra.ExactArgs(1),
 		ValidArgsFunction: c.completeAppFn(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			cl, err := c.client()
-			if err != nil {
-				return err
-			}
-			app, _, err := cl.appByName(cmd.Context(), args[0])
+			cl, app, err := c.clientForApp(cmd.Context(), args[0])
 			if err != nil {
 				return err
 			}

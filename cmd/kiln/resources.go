@@ -75,6 +75,17 @@ type imageResource struct {
 // appByName finds an app by exact name. The server filters by name, but
 // the CLI checks the match itself so a server that treats the filter as a
 // prefix cannot point a delete at the wrong app.
+// clientForApp is the API client and the app named name, which most
+// commands start from.
+func (c *cli) clientForApp(ctx context.Context, name string) (*client, appResource, error) {
+	cl, err := c.client()
+	if err != nil {
+		return nil, appResource{}, err
+	}
+	app, _, err := cl.appByName(ctx, name)
+	return cl, app, err
+}
+
 func (c *client) appByName(ctx context.Context, name string) (appResource, json.RawMessage, error) {
 	apps, raw, err := listInto[appResource](ctx, c, "/v2/apps", url.Values{"name": {name}})
 	if err != nil {

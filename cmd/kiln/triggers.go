@@ -81,11 +81,7 @@ func (c *cli) triggersListCmd() *cobra.Command {
 		Args:              cobra.ExactArgs(1),
 		ValidArgsFunction: c.completeAppFn(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			cl, err := c.client()
-			if err != nil {
-				return err
-			}
-			app, _, err := cl.appByName(cmd.Context(), args[0])
+			cl, app, err := c.clientForApp(cmd.Context(), args[0])
 			if err != nil {
 				return err
 			}
@@ -121,11 +117,7 @@ func (c *cli) triggersDeleteCmd() *cobra.Command {
 		Args:              cobra.ExactArgs(2),
 		ValidArgsFunction: c.completeAppFn(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			cl, err := c.client()
-			if err != nil {
-				return err
-			}
-			app, _, err := cl.appByName(cmd.Context(), args[0])
+			cl, app, err := c.clientForApp(cmd.Context(), args[0])
 			if err != nil {
 				return err
 			}
