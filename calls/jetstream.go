@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -83,7 +84,7 @@ func (q *JetStreamQueue) setup(ctx context.Context) error {
 		return fmt.Errorf("queue: %w", err)
 	}
 	q.js = js
-	if _, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+	stream := jetstream.StreamConfig{
 		Name:      jsStream,
 		Subjects:  []string{jsSubject + ".>"},
 		Retention: jetstream.WorkQueuePolicy,
@@ -91,20 +92,106 @@ func (q *JetStreamQueue) setup(ctx context.Context) error {
 		// A publish retried after a lost answer must not queue a call
 		// twice: messages carry the call id as their id.
 		Duplicates: 2 * time.Minute,
-	}); err != nil {
+	}
+	if err := retryJetStream(ctx, func(ctx context.Context) error { return ensureStream(ctx, js, stream) }); err != nil {
 		return fmt.Errorf("queue: stream %s: %w", jsStream, err)
 	}
-	q.cons, err = js.CreateOrUpdateConsumer(ctx, jsStream, jetstream.ConsumerConfig{
+	consumer := jetstream.ConsumerConfig{
 		Durable:       jsConsumer,
 		AckPolicy:     jetstream.AckExplicitPolicy,
 		AckWait:       q.ackWait,
 		MaxDeliver:    jsMaxDeliver,
 		MaxAckPending: 10000,
+	}
+	err = retryJetStream(ctx, func(ctx context.Context) (err error) {
+		q.cons, err = js.CreateOrUpdateConsumer(ctx, jsStream, consumer)
+		return err
 	})
 	if err != nil {
 		return fmt.Errorf("queue: consumer %s: %w", jsConsumer, err)
 	}
 	return nil
+}
+
+// jsRequestWait bounds one JetStream API request of setup. An answer that
+// does not come is asked for again rather than waited for until the
+// caller's deadline: nats-server 2.9 leaves a request now and then
+// unanswered while several nodes create the stream at once.
+const jsRequestWait = 2 * time.Second
+
+// retryJetStream runs step, each try bounded by jsRequestWait, until it
+// succeeds, fails for good or ctx ends. Every step of setup is safe to
+// repeat.
+func retryJetStream(ctx context.Context, step func(context.Context) error) error {
+	for try := 1; ; try++ {
+		tryCtx, cancel := context.WithTimeout(ctx, jsRequestWait)
+		err := step(tryCtx)
+		cancel()
+		if err == nil || !transientSetupErr(err) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(min(time.Duration(try)*50*time.Millisecond, 500*time.Millisecond)):
+		}
+	}
+}
+
+// transientSetupErr: the answers a node gets while other nodes set up the
+// same stream, which pass once they are done.
+func transientSetupErr(err error) bool {
+	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) ||
+		errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
+		return true
+	}
+	var apiErr *jetstream.APIError
+	if !errors.As(err, &apiErr) {
+		return false
+	}
+	switch apiErr.ErrorCode {
+	case jsErrSubjectsOverlap, // a create that raced another node's create
+		jetstream.JSErrCodeConsumerCreate: // "invalid stream": listed, not yet ready
+		return true
+	}
+	return false
+}
+
+// jsErrSubjectsOverlap is nats-server's code for a stream whose subjects
+// another stream has; nats.go names no constant for it.
+const jsErrSubjectsOverlap jetstream.ErrorCode = 10065
+
+// ensureStream makes the stream exist with cfg without updating a stream
+// that may still be being created. Nodes start together: with
+// CreateOrUpdateStream every node sends an update first, and nats-server
+// 2.9 (Debian's) crashes now and then on an update that races the first
+// create. So: look, and create only when there is nothing to look at (a
+// create that loses the race is retried and finds the winner's stream).
+// An update is sent only when an existing stream differs from cfg (a
+// kilnd of another version made it).
+func ensureStream(ctx context.Context, js jetstream.JetStream, cfg jetstream.StreamConfig) error {
+	s, err := js.Stream(ctx, cfg.Name)
+	if err == nil {
+		if streamConfigMatches(s.CachedInfo().Config, cfg) {
+			return nil
+		}
+		_, err = js.UpdateStream(ctx, cfg)
+		return err
+	}
+	if !errors.Is(err, jetstream.ErrStreamNotFound) {
+		return err
+	}
+	_, err = js.CreateStream(ctx, cfg)
+	return err
+}
+
+// streamConfigMatches compares the fields kiln sets; the server fills in
+// the others with its defaults.
+func streamConfigMatches(have, want jetstream.StreamConfig) bool {
+	return slices.Equal(have.Subjects, want.Subjects) &&
+		have.Retention == want.Retention &&
+		have.Storage == want.Storage &&
+		have.Duplicates == want.Duplicates
 }
 
 // Publish queues a stored call; the call id is the message id, so JetStream

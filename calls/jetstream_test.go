@@ -45,10 +45,11 @@ func jsNode(t *testing.T, st *store.Store, url string, ackWait time.Duration, ru
 }
 
 // TestJetStreamNodesStartTogether: nodes opening the queue at once on a
-// fresh server all succeed, and the server survives (with
-// CreateOrUpdateStream, updates raced the first create: nats-server 2.9
-// crashed on them now and then, or a create failed with "subjects
-// overlap").
+// fresh server all succeed, and the server survives. With
+// CreateOrUpdateStream, updates raced the first create and nats-server
+// 2.9 crashed on them now and then (CI failed on it); with look-then-
+// create, a consumer create on a stream not yet ready answered "invalid
+// stream", and a request now and then got no answer at all.
 func TestJetStreamNodesStartTogether(t *testing.T) {
 	l := logrus.New()
 	l.SetOutput(io.Discard)
