@@ -166,10 +166,13 @@ func TestCloseServesEveryAcceptedCall(t *testing.T) {
 	st := asyncStore(t)
 	_, fn, _ := hotFn(t, st, "slow", 64)
 	var launches atomic.Int32
+	// The launch ends when the test says, after the drain has begun, so
+	// the drain is seen to wait for it rather than cancel it.
+	releaseLaunch := make(chan struct{})
 	rt := &hotRuntime{launch: func(ctx context.Context, _ *executor.Function) error {
 		launches.Add(1)
 		select {
-		case <-time.After(200 * time.Millisecond):
+		case <-releaseLaunch:
 			return nil
 		case <-ctx.Done():
 			return fmt.Errorf("create task: %w", ctx.Err())
@@ -192,14 +195,19 @@ func TestCloseServesEveryAcceptedCall(t *testing.T) {
 			}
 		}(i)
 	}
-	// While the launch is under way (all four wait for it), drain.
-	waitUntil(t, 5*time.Second, "the launch to start", func() bool { return launches.Load() == 1 })
+	// While the launch is under way and all four wait in the pool, drain.
+	// (Waiting for the launch alone raced: calls not yet in the pool when
+	// Close began were refused, rightly, and the test failed.)
+	waitUntil(t, 5*time.Second, "the launch to start with every call waiting", func() bool {
+		return launches.Load() == 1 && svc.Pool().Stats().Waiting == n
+	})
 	closed := make(chan error, 1)
 	go func() { closed <- svc.Close(context.Background()) }()
 	waitUntil(t, 5*time.Second, "the drain to begin", svc.Draining)
 	if _, err := callFn(t, svc, fn.ID, "late"); !errors.Is(err, errdefs.ErrUnavailable) {
 		t.Fatalf("a call after Close began: %v, want ErrUnavailable", err)
 	}
+	close(releaseLaunch)
 	wg.Wait()
 	for i := 0; i < n; i++ {
 		if errs[i] != nil || !strings.HasSuffix(results[i], ": "+fmt.Sprint(i)) {
