@@ -28,10 +28,13 @@ import (
 )
 
 // secRuntime answers every default-format call with 200 "ok" and keeps
-// the last request it got, so tests see what reached the function.
+// the last request each fn got, so tests see what reached the function.
+// Per fn, because a detached call runs whenever the dispatcher gets to it:
+// a single "last request" was now and then that call's, not the one the
+// test had just made to another fn.
 type secRuntime struct {
 	mu   sync.Mutex
-	last *protocol.Request
+	last map[string]*protocol.Request // fn id -> its last request
 	// ran maps the call ids it ran to their fn ids.
 	ran map[string]string
 	// hot, when set, serves hot formats.
@@ -47,10 +50,11 @@ func (f *secRuntime) StartHot(ctx context.Context, fn *executor.Function) (calls
 
 func (f *secRuntime) RunCold(ctx context.Context, fn *executor.Function, req *protocol.Request, logs io.Writer) (*protocol.Response, error) {
 	f.mu.Lock()
-	f.last = req
 	if f.ran == nil {
 		f.ran = map[string]string{}
+		f.last = map[string]*protocol.Request{}
 	}
+	f.last[fn.FnID] = req
 	f.ran[req.CallID] = fn.FnID
 	f.mu.Unlock()
 	return &protocol.Response{Status: http.StatusOK, Header: http.Header{"Content-Type": {"text/plain"}}, Body: []byte("ok")}, nil
@@ -67,13 +71,13 @@ func (f *secRuntime) ranFn(callID string) string {
 	return f.ran[callID]
 }
 
-func (f *secRuntime) lastHeader() http.Header {
+func (f *secRuntime) lastHeader(fnID string) http.Header {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if f.last == nil {
-		return nil
+	if r := f.last[fnID]; r != nil {
+		return r.Header
 	}
-	return f.last.Header
+	return nil
 }
 
 // newSecEnv is a server on a fresh store whose calls run on a fake
@@ -251,7 +255,7 @@ func TestPrivateInvoke(t *testing.T) {
 
 	t.Run("kiln token is not passed to the function", func(t *testing.T) {
 		wantStatus(t, e.do("POST", "/invoke/"+a.ID, "x", "Authorization", "Bearer "+ownToken), 200)
-		if got := rt.lastHeader().Get("Authorization"); got != "" {
+		if got := rt.lastHeader(a.ID).Get("Authorization"); got != "" {
 			t.Fatalf("private fn saw Authorization %q", got)
 		}
 		// Nor stored with a detached call, where it would outlive its use.
@@ -272,7 +276,7 @@ func TestPrivateInvoke(t *testing.T) {
 		}
 		// A public fn may do its own auth: its header goes through.
 		wantStatus(t, e.do("POST", "/invoke/"+open.ID, "x", "Authorization", "Bearer mine"), 200)
-		if got := rt.lastHeader().Get("Authorization"); got != "Bearer mine" {
+		if got := rt.lastHeader(open.ID).Get("Authorization"); got != "Bearer mine" {
 			t.Fatalf("public fn saw Authorization %q", got)
 		}
 	})
@@ -297,7 +301,7 @@ func TestAdminTokenOnInvoke(t *testing.T) {
 	pub, priv := mk("pub", nil), mk("priv", map[string]any{PrivateAnnotation: true})
 	for _, fn := range []*store.Fn{pub, priv} {
 		wantStatus(t, e.do("POST", "/invoke/"+fn.ID, "", "Authorization", "Bearer adm"), 200)
-		if got := rt.lastHeader().Get("Authorization"); got != "" {
+		if got := rt.lastHeader(fn.ID).Get("Authorization"); got != "" {
 			t.Fatalf("fn %s saw the admin token: %q", fn.Name, got)
 		}
 	}

@@ -63,7 +63,7 @@ func TestDetachedInvoke(t *testing.T) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	h := rt.lastHeader()
+	h := rt.lastHeader(f.ID)
 	if h.Get("X-Custom") != "kept" || h.Get("X-Hop") != "" || h.Get("Keep-Alive") != "" || h.Get("Connection") != "" {
 		t.Fatalf("function got headers %v", h)
 	}
